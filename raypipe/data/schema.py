@@ -1,0 +1,214 @@
+"""The schema contract: what a model was trained on, and what serving accepts.
+
+Inferred from the Arrow schema plus column statistics, saved as JSON next to
+the model, and read back by serving and monitoring.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import pyarrow as pa
+
+from raypipe.config import DataConfig, FeaturesConfig
+from raypipe.data.profile import ColumnStats
+from raypipe.errors import DataError, SchemaError
+
+log = logging.getLogger(__name__)
+
+Kind = Literal["numeric", "categorical", "boolean", "timestamp"]
+ResolvedTask = Literal["binary", "multiclass", "regression"]
+
+
+@dataclass
+class ColumnSpec:
+    name: str
+    kind: Kind
+    dtype: str
+    nullable: bool = True
+    min: float | None = None
+    max: float | None = None
+    categories: list[str] | None = None
+    """Levels seen in the train split, most frequent first (categoricals only)."""
+
+
+@dataclass
+class LabelSpec:
+    name: str
+    task: ResolvedTask
+    dtype: str
+    classes: list[str] | None = None
+    """Class values as strings, sorted; the last one is the positive class for binary."""
+
+
+@dataclass
+class Contract:
+    features: list[ColumnSpec]
+    label: LabelSpec
+    id_column: str | None = None
+    weight_column: str | None = None
+    version: int = 1
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [f.name for f in self.features]
+
+    def feature(self, name: str) -> ColumnSpec:
+        return next(f for f in self.features if f.name == name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Contract:
+        return cls(
+            features=[ColumnSpec(**f) for f in d["features"]],
+            label=LabelSpec(**d["label"]),
+            id_column=d.get("id_column"),
+            weight_column=d.get("weight_column"),
+            version=d.get("version", 1),
+            notes=d.get("notes", []),
+        )
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2))
+
+    @classmethod
+    def load(cls, path: str | Path) -> Contract:
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def _is_string(t: pa.DataType) -> bool:
+    if pa.types.is_dictionary(t):
+        return True
+    return pa.types.is_string(t) or pa.types.is_large_string(t)
+
+
+def infer_task(label: str, dtype: pa.DataType, stats: ColumnStats, max_classes: int) -> ResolvedTask:
+    """String, bool or few distinct integer values mean classification."""
+    levels = len(stats.levels)
+    if _is_string(dtype) or pa.types.is_boolean(dtype):
+        if stats.levels_truncated or levels > 1000:
+            raise DataError(f"label '{label}' has more than 1000 distinct string values; is it really the label?")
+        return "binary" if levels <= 2 else "multiclass"
+    if not stats.non_integer and not stats.levels_truncated and levels <= max_classes:
+        return "binary" if levels <= 2 else "multiclass"
+    return "regression"
+
+
+def infer_contract(
+    schema: pa.Schema,
+    stats: dict[str, ColumnStats],
+    train_stats: dict[str, ColumnStats],
+    data: DataConfig,
+    features: FeaturesConfig,
+) -> Contract:
+    """Build the contract: task, feature kinds, ranges and train-split categories.
+
+    Raises:
+        SchemaError: the label or a named column is not in the data.
+        DataError: the data is empty, the label has one value, or a feature is all null.
+    """
+    names = schema.names
+    problems: list[str] = []
+    for role, col in (
+        ("data.label", data.label),
+        ("data.id_column", data.id_column),
+        ("data.weight_column", data.weight_column),
+    ):
+        if col is not None and col not in names:
+            problems.append(f"{role} '{col}' is not a column")
+    for col in (features.include or []) + features.categorical + features.numeric:
+        if col not in names:
+            problems.append(f"feature '{col}' is not a column")
+    if problems:
+        raise SchemaError("; ".join(problems) + f"; available columns: {', '.join(names)}")
+
+    label_stats = stats[data.label]
+    if label_stats.count == 0:
+        raise DataError("the dataset is empty (0 rows after filters); check data.path and data.filter")
+    if label_stats.nulls:
+        log.warning(
+            "label '%s' is null in %d rows; they are dropped",
+            data.label,
+            label_stats.nulls,
+        )
+    task = (
+        data.task
+        if data.task != "auto"
+        else infer_task(data.label, schema.field(data.label).type, label_stats, data.max_classes)
+    )
+    classes = None
+    if task != "regression":
+        classes = sorted(label_stats.levels)
+        if len(classes) < 2:
+            raise DataError(f"label '{data.label}' has a single value {classes}; nothing to learn")
+        if task == "binary" and len(classes) > 2:
+            raise DataError(f"data.task is binary but label '{data.label}' has {len(classes)} classes")
+
+    reserved = {data.label, data.id_column, data.weight_column}
+    cols = features.include or [c for c in names if c not in reserved]
+    cols = [c for c in cols if c not in features.exclude and c not in reserved]
+    if not cols:
+        raise DataError("no feature columns left; check features.include / features.exclude")
+    specs = []
+    all_null = []
+    for c in cols:
+        s, ts = stats[c], train_stats.get(c, stats[c])
+        if s.count and s.nulls == s.count:
+            all_null.append(c)
+            continue
+        t = schema.field(c).type
+        kind = _kind(c, t, features)
+        spec = ColumnSpec(name=c, kind=kind, dtype=str(t), nullable=s.nulls > 0)
+        if kind == "numeric":
+            spec.min, spec.max = s.min, s.max
+        elif kind == "categorical":
+            ranked = sorted(ts.levels.items(), key=lambda kv: (-kv[1], kv[0]))
+            spec.categories = [k for k, _ in ranked[: features.max_categories]]
+            if len(ranked) > features.max_categories or ts.levels_truncated:
+                log.info(
+                    "feature '%s': kept the %d most frequent levels",
+                    c,
+                    features.max_categories,
+                )
+        if s.min is not None and s.min == s.max and kind == "numeric":
+            log.warning("feature '%s' is constant (%s)", c, s.min)
+        specs.append(spec)
+    if all_null:
+        raise DataError(f"feature column(s) {all_null} are entirely null; drop them with features.exclude")
+    return Contract(
+        features=specs,
+        label=LabelSpec(
+            name=data.label,
+            task=task,
+            dtype=str(schema.field(data.label).type),
+            classes=classes,
+        ),
+        id_column=data.id_column,
+        weight_column=data.weight_column,
+    )
+
+
+def _kind(name: str, t: pa.DataType, features: FeaturesConfig) -> Kind:
+    if name in features.categorical:
+        return "categorical"
+    if name in features.numeric:
+        return "numeric"
+    if pa.types.is_boolean(t):
+        return "boolean"
+    if _is_string(t):
+        return "categorical"
+    if pa.types.is_timestamp(t) or pa.types.is_date(t):
+        return "timestamp"
+    if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t):
+        return "numeric"
+    raise SchemaError(
+        f"column '{name}' has unsupported type {t}; exclude it with features.exclude",
+        column=name,
+    )

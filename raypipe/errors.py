@@ -1,0 +1,61 @@
+"""Exceptions raised by raypipe.
+
+Every error a user can cause derives from :class:`RaypipeError`, so callers can
+catch one class. The CLI prints ``str(err)`` as one line and exits with
+``err.exit_code``.
+
+    RaypipeError
+    ├── ConfigError        bad YAML, unknown key, bad --set, invalid value
+    ├── DataError          missing/corrupt/empty data, filters matching nothing
+    │   └── SchemaError    columns or types disagree with the contract
+    ├── TrainingError      the fit failed or produced no model
+    ├── RegistryError      MLflow logging, registration or model loading failed
+    └── ServingError       Serve deployment or the smoke request failed
+"""
+
+from __future__ import annotations
+
+
+class RaypipeError(Exception):
+    """Base class. ``exit_code`` is what the CLI returns for it."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, **context: object) -> None:
+        super().__init__(message)
+        self.message = message
+        self.context = context
+
+    def __reduce__(self):  # survive pickling across Ray processes with context
+        return (_rebuild, (type(self), self.message, self.context))
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def _rebuild(cls: type[RaypipeError], message: str, context: dict) -> RaypipeError:
+    return cls(message, **context)
+
+
+class ConfigError(RaypipeError):
+    exit_code = 2
+
+
+class DataError(RaypipeError):
+    exit_code = 3
+
+
+class SchemaError(DataError):
+    exit_code = 3
+
+
+class TrainingError(RaypipeError):
+    exit_code = 4
+
+
+class RegistryError(RaypipeError):
+    exit_code = 5
+
+
+class ServingError(RaypipeError):
+    exit_code = 6

@@ -1,0 +1,184 @@
+"""The fitted preprocessor shared by training, batch scoring and serving.
+
+One object turns an Arrow table (a Ray Data batch at training time, the rows of
+an HTTP request at serving time) into the float32 matrix the model reads, with
+the same code, so there is no train/serve skew. It is vectorised Arrow/NumPy,
+serialises to JSON (never pickle) and is fitted on the train split only.
+
+Encoding, per contract kind (XGBoost reads categorical codes natively):
+
+- numeric   -> float32, null/NaN stay missing (XGBoost learns a default branch)
+- boolean   -> 0/1, null missing
+- categorical -> index into the train vocabulary; unseen or null -> missing, type 'c'
+- timestamp -> year, month, day, day of week, hour
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from raypipe.data.schema import Contract, LabelSpec
+
+_DATE_PARTS = ("year", "month", "day", "day_of_week", "hour")
+
+
+@dataclass
+class _Column:
+    name: str
+    kind: str
+    categories: list[str] | None = None
+
+
+@dataclass
+class Preprocessor:
+    columns: list[_Column]
+    label: LabelSpec
+    weight_column: str | None = None
+    version: int = 1
+
+    @classmethod
+    def fit(cls, contract: Contract) -> Preprocessor:
+        """Fit from a contract whose categories were counted on the train split."""
+        cols = [_Column(f.name, f.kind, f.categories) for f in contract.features]
+        return cls(columns=cols, label=contract.label, weight_column=contract.weight_column)
+
+    # --- output layout -------------------------------------------------------
+    @property
+    def input_columns(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    @property
+    def feature_names(self) -> list[str]:
+        names = []
+        for c in self.columns:
+            if c.kind == "timestamp":
+                names.extend(f"{c.name}__{p}" for p in _DATE_PARTS)
+            else:
+                names.append(c.name)
+        return names
+
+    @property
+    def feature_types(self) -> list[str]:
+        """XGBoost feature types: 'c' for categorical codes, 'q' otherwise."""
+        types = []
+        for c in self.columns:
+            types.extend(
+                ["q"] * len(_DATE_PARTS) if c.kind == "timestamp" else ["c" if c.kind == "categorical" else "q"]
+            )
+        return types
+
+    # --- transforms ----------------------------------------------------------
+    def transform_features(self, table: pa.Table) -> np.ndarray:
+        """Arrow table -> (rows, features) float32 matrix; missing is NaN."""
+        n = table.num_rows
+        out = np.empty((n, len(self.feature_names)), dtype=np.float32)
+        j = 0
+        for c in self.columns:
+            col = table.column(c.name)
+            if isinstance(col, pa.ChunkedArray):
+                col = col.combine_chunks()
+            if pa.types.is_dictionary(col.type):
+                col = col.dictionary_decode()
+            if c.kind == "timestamp":
+                for part in _date_parts(col):
+                    out[:, j] = part
+                    j += 1
+                continue
+            if c.kind == "categorical":
+                if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
+                    col = pc.cast(col, pa.string())
+                col = pc.index_in(col, value_set=pa.array(c.categories or [], pa.string()))
+            out[:, j] = _to_float(col)
+            j += 1
+        return out
+
+    def encode_label(self, table: pa.Table) -> np.ndarray:
+        """Label column -> float32 class index (classification) or value (regression)."""
+        col = table.column(self.label.name).combine_chunks()
+        if pa.types.is_dictionary(col.type):
+            col = col.dictionary_decode()
+        if self.label.task == "regression":
+            return _to_float(col)
+        col = _label_strings(col)
+        return _to_float(pc.index_in(col, value_set=pa.array(self.label.classes, pa.string())))
+
+    def transform_batch(self, batch: pa.Table, passthrough: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+        """Ray Data map step for training: features ``X``, label ``y``, weight ``w``.
+
+        Rows without a label are dropped; ``passthrough`` columns are carried along.
+        """
+        y = self.encode_label(batch)
+        keep = ~np.isnan(y)
+        if not keep.all():
+            batch = batch.filter(pa.array(keep))
+            y = y[keep]
+        out = {"X": self.transform_features(batch), "y": y}
+        if self.weight_column:
+            out["w"] = _to_float(batch.column(self.weight_column).combine_chunks())
+        for name in passthrough:
+            out[name] = batch.column(name).to_numpy()
+        return out
+
+    def decode_classes(self, idx: np.ndarray) -> list[str]:
+        classes = np.asarray(self.label.classes, dtype=object)
+        return classes[idx].tolist()
+
+    # --- persistence ---------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Preprocessor:
+        return cls(
+            columns=[_Column(**c) for c in d["columns"]],
+            label=LabelSpec(**d["label"]),
+            weight_column=d.get("weight_column"),
+            version=d.get("version", 1),
+        )
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict()))
+
+    @classmethod
+    def load(cls, path: str | Path) -> Preprocessor:
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def _to_float(col: pa.Array) -> np.ndarray:
+    if pa.types.is_boolean(col.type):
+        col = pc.cast(col, pa.int8())
+    if pa.types.is_decimal(col.type):
+        col = pc.cast(col, pa.float64())
+    # to_numpy turns nulls into NaN for numeric types (a float copy only when nulls exist).
+    return np.asarray(col.to_numpy(zero_copy_only=False), dtype=np.float32)
+
+
+def _label_strings(col: pa.Array) -> pa.Array:
+    """Class values as the strings stored in the contract ("true", "1", "yes")."""
+    t = col.type
+    if pa.types.is_boolean(t):
+        return pc.if_else(col, "true", "false")
+    if pa.types.is_floating(t):
+        col = pc.cast(col, pa.int64(), safe=False)
+    if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
+        col = pc.cast(col, pa.string())
+    return col
+
+
+def _date_parts(col: pa.Array) -> list[np.ndarray]:
+    if pa.types.is_date(col.type):
+        col = pc.cast(col, pa.timestamp("s"))
+    return [
+        _to_float(pc.year(col)),
+        _to_float(pc.month(col)),
+        _to_float(pc.day(col)),
+        _to_float(pc.day_of_week(col)),
+        _to_float(pc.hour(col)),
+    ]

@@ -1,0 +1,155 @@
+"""MLflow: tracking store, run logging, model registration, the alias gate, loading.
+
+The registered model is an MLflow pyfunc defined by code (no pickle) whose
+artifact is a raypipe bundle folder; the bundle's hashes are also stored as
+model-version tags, and loading verifies them.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from raypipe.bundle import FILES, Bundle
+from raypipe.errors import RegistryError
+
+log = logging.getLogger(__name__)
+
+_HASH_TAG = "raypipe.sha256."
+
+
+def default_tracking_uri(work_dir: Path) -> str:
+    return f"sqlite:///{work_dir / 'mlflow.db'}"
+
+
+def setup_tracking(tracking_uri: str, experiment: str, artifact_root: Path | None) -> str:
+    """Point MLflow at the store and return the experiment id."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri)
+    try:
+        exp = mlflow.get_experiment_by_name(experiment)
+        if exp is None:
+            loc = artifact_root.as_uri() if artifact_root and tracking_uri.startswith("sqlite") else None
+            return mlflow.create_experiment(experiment, artifact_location=loc)
+        return exp.experiment_id
+    except Exception as e:  # MLflow raises many types for an unreachable store
+        raise RegistryError(f"cannot use MLflow tracking store '{tracking_uri}': {e}".splitlines()[0]) from e
+
+
+@dataclass(frozen=True)
+class Registered:
+    name: str
+    version: str
+    model_uri: str
+    champion: bool
+    gate_reason: str
+
+
+def log_bundle(bundle_dir: Path, *, model_name: str, input_example: Any, hashes: dict[str, str]) -> tuple[str, str]:
+    """Log the bundle as a pyfunc model and register a new version. Returns (name, version)."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    code = Path(__file__).with_name("_mlflow_model.py")
+    try:
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(code),
+            artifacts={"bundle": str(bundle_dir)},
+            input_example=input_example,
+            registered_model_name=model_name,
+            pip_requirements=["raypipe"],
+        )
+    except Exception as e:
+        raise RegistryError(f"logging the model to MLflow failed: {e}".splitlines()[0]) from e
+    version = str(info.registered_model_version)
+    client = MlflowClient()
+    for name, digest in hashes.items():
+        client.set_model_version_tag(model_name, version, _HASH_TAG + name, digest)
+    return model_name, version
+
+
+def apply_gate(
+    model_name: str,
+    version: str,
+    *,
+    alias: str,
+    metric: str,
+    score: float,
+    higher_is_better: bool,
+    max_regression: float,
+) -> tuple[bool, str]:
+    """Move ``alias`` to ``version`` unless the current holder is clearly better."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient()
+    client.set_model_version_tag(model_name, version, f"test_{metric}", str(score))
+    try:
+        current = client.get_model_version_by_alias(model_name, alias)
+    except MlflowException:
+        current = None
+    if current is None:
+        client.set_registered_model_alias(model_name, alias, version)
+        return True, f"no {alias} yet; version {version} takes it"
+    old = current.tags.get(f"test_{metric}")
+    if old is None:
+        client.set_registered_model_alias(model_name, alias, version)
+        return True, f"{alias} v{current.version} has no test_{metric}; version {version} takes it"
+    old_score = float(old)
+    delta = (score - old_score) if higher_is_better else (old_score - score)
+    if delta >= -max_regression:
+        client.set_registered_model_alias(model_name, alias, version)
+        return True, f"{metric} {score:.4f} vs {alias} v{current.version} {old_score:.4f}: promoted"
+    return False, (
+        f"{metric} {score:.4f} is worse than {alias} v{current.version} ({old_score:.4f}) by more than "
+        f"{max_regression:g}: {alias} stays on v{current.version}"
+    )
+
+
+@dataclass
+class LoadedModel:
+    bundle: Bundle
+    name: str | None
+    version: str | None
+    run_id: str | None
+    uri: str
+
+
+def load_model(model_uri: str, tracking_uri: str | None = None, dst: str | None = None) -> LoadedModel:
+    """Download ``models:/name@alias`` (or ``models:/name/3``, or a local bundle folder) and verify it.
+
+    Raises:
+        RegistryError: the model does not exist or its files fail verification.
+    """
+    import mlflow
+    from mlflow import MlflowClient
+
+    if not model_uri.startswith("models:/"):
+        return LoadedModel(Bundle.load(model_uri), None, None, None, model_uri)
+    if tracking_uri:
+        mlflow.set_tracking_uri(tracking_uri)
+    client = MlflowClient()
+    ref = model_uri[len("models:/") :]
+    try:
+        if "@" in ref:
+            name, alias = ref.split("@", 1)
+            mv = client.get_model_version_by_alias(name, alias)
+        else:
+            name, _, ver = ref.partition("/")
+            mv = client.get_model_version(name, ver)
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=f"models:/{name}/{mv.version}", dst_path=dst or tempfile.mkdtemp(prefix="raypipe-model-")
+        )
+    except Exception as e:
+        raise RegistryError(f"cannot load '{model_uri}' from {mlflow.get_tracking_uri()}: {e}".splitlines()[0]) from e
+    expected = {f: mv.tags[_HASH_TAG + f] for f in FILES if _HASH_TAG + f in mv.tags}
+    bundle_dir = next(Path(local).rglob("bundle.json"), None)
+    if bundle_dir is None:
+        raise RegistryError(f"'{model_uri}' is not a raypipe model (no bundle.json in its artifacts)")
+    bundle = Bundle.load(bundle_dir.parent, expected=expected)
+    return LoadedModel(bundle, name, str(mv.version), mv.run_id, model_uri)
