@@ -108,13 +108,24 @@ def run_pipeline(
     work = runtime.work_dir(cfg)
     tracking_uri = tracking_uri or cfg.runtime.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     tracking_uri = tracking_uri or _default_tracking(work)
+    # Metadata checks first: a wrong path or label fails before Ray starts.
+    path = ingest.resolve_path(cfg.data.path, work / "datasets")
+    source = ingest.discover(path, cfg.data.filter)
+    names = cfg.data.columns or source.schema.names
+    if cfg.data.label not in names:
+        from raypipe.errors import SchemaError
+
+        raise SchemaError(
+            f"label column '{cfg.data.label}' is not in the data under '{cfg.data.path}'; "
+            f"available columns: {', '.join(names)}",
+            column=cfg.data.label,
+        )
+
     with timer.stage("ray") as d:
         session = runtime.connect(address or cfg.runtime.address, cfg.runtime.num_cpus, log_to_driver=verbose)
         d.append(f"{session.total_cpus:g} CPUs, {session.num_nodes} node(s)")
 
     with timer.stage("ingest") as d:
-        path = ingest.resolve_path(cfg.data.path, work / "datasets")
-        source = ingest.discover(path, cfg.data.filter)
         if cfg.data.validate_files:
             ingest.validate_files(source)
         fp = ingest.fingerprint(source, cfg.data.columns)
@@ -122,14 +133,6 @@ def run_pipeline(
         d.append(f"{len(source.files)} files, fingerprint {fp}")
 
     with timer.stage("profile") as d:
-        names = cfg.data.columns or source.schema.names
-        if cfg.data.label not in names:
-            from raypipe.errors import SchemaError
-
-            raise SchemaError(
-                f"label column '{cfg.data.label}' is not in the data; available columns: {', '.join(names)}",
-                column=cfg.data.label,
-            )
         key = cfg.data.split.key or ([cfg.data.id_column] if cfg.data.id_column else list(names))
         split_ds = ds.map_batches(
             add_split_column,

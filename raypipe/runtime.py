@@ -62,6 +62,9 @@ def connect(address: str | None = None, num_cpus: int | None = None, log_to_driv
             ray.init(address=address, **kwargs)
         else:
             ray.init(
+                # "local" always starts a new Ray: a bare ray.init() would silently
+                # join any `ray start` cluster on this host.
+                address="local",
                 num_cpus=num_cpus,
                 include_dashboard=False,
                 **kwargs,
