@@ -24,6 +24,8 @@ from raypipe.errors import RaypipeError
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Partitioned Parquet to a served model, on Ray.")
 datasets_app = typer.Typer(no_args_is_help=True, help="Build the shipped and synthetic datasets.")
 app.add_typer(datasets_app, name="datasets")
+schema_app = typer.Typer(no_args_is_help=True, help="Write or inspect a schema contract.")
+app.add_typer(schema_app, name="schema")
 
 out = Console()
 err = Console(stderr=True)
@@ -117,6 +119,7 @@ def _shutdown_local() -> None:
     try:
         from ray import serve
 
+        logging.getLogger("ray.serve").setLevel(logging.WARNING)  # "nothing to shut down" is noise
         serve.shutdown()
     except Exception:  # noqa: BLE001 - best effort on the way out
         pass
@@ -157,6 +160,35 @@ def _print_summary(s) -> None:
             highlight=False,
             soft_wrap=True,
         )
+
+
+@schema_app.command("infer")
+def schema_infer(
+    data: Annotated[str, typer.Argument(help="Parquet folder, file or URI (or dataset://flights).")],
+    label: Annotated[str, typer.Option(help="The label column.")],
+    out_file: Annotated[Path, typer.Option("--out", help="Contract file to write (.yaml or .json).")] = Path(
+        "contract.yaml"
+    ),
+) -> None:
+    """Infer the schema contract (kinds, dtypes, nullability, ranges, categories, label) and write it.
+
+    Edit the file and point data.schema_file at it to enforce it on later runs.
+    """
+    from raypipe.config import load_config
+    from raypipe.pipeline import infer_schema
+
+    try:
+        cfg = load_config(raw={"data": {"path": data, "label": label}})
+        contract = infer_schema(cfg)
+        contract.save(out_file)
+    except Exception as e:  # noqa: BLE001 - one line for everything
+        _shutdown_local()
+        _fail(e)
+        return
+    _shutdown_local()
+    out.print(
+        f"wrote {out_file}: {len(contract.features)} features, label '{contract.label.name}' ({contract.label.task})"
+    )
 
 
 @datasets_app.command("synth")

@@ -27,21 +27,54 @@ class _Strict(BaseModel):
 
 
 class SplitConfig(_Strict):
-    """Deterministic hash split: the same row always lands in the same split."""
+    """Deterministic split: by a content hash (default) or by time.
 
+    ``hash``: the same row always lands in the same split, whatever the file
+    order, block layout or cluster size. ``time``: rows before ``valid_after``
+    train, rows from ``test_after`` on test, the rest validate.
+    """
+
+    method: Literal["hash", "time"] = "hash"
     train: float = Field(0.8, gt=0, lt=1)
     valid: float = Field(0.1, ge=0, lt=1)
     test: float = Field(0.1, gt=0, lt=1)
     key: list[str] | None = None
     """Columns hashed to assign the split; default: ``data.id_column`` or all columns."""
     seed: int = 0
+    time_column: str | None = None
+    valid_after: str | None = None
+    """ISO timestamp, e.g. ``2013-11-01``; default: no valid split before ``test_after``."""
+    test_after: str | None = None
 
     @model_validator(mode="after")
-    def _fractions_sum_to_one(self) -> SplitConfig:
+    def _check(self) -> SplitConfig:
+        if self.method == "time":
+            if not self.time_column or not self.test_after:
+                raise ValueError("method 'time' needs time_column and test_after (and optionally valid_after)")
+            if self.valid_after and self.valid_after >= self.test_after:
+                raise ValueError(f"valid_after ({self.valid_after}) must be before test_after ({self.test_after})")
+            return self
         total = self.train + self.valid + self.test
         if abs(total - 1.0) > 1e-6:
             raise ValueError(f"train + valid + test must be 1.0, got {total:g}")
         return self
+
+
+Action = Literal["fail", "warn", "off"]
+
+
+class QualityConfig(_Strict):
+    """Data-quality rules; each is ``fail`` (stop before training), ``warn`` or ``off``."""
+
+    max_null_rate: float = Field(0.5, ge=0, le=1)
+    null_rate: Action = "warn"
+    out_of_range: Action = "fail"
+    """Numeric values outside a declared contract's [min, max]."""
+    unseen_categories: Action = "warn"
+    """Levels not in a declared contract's categories."""
+    constant: Action = "warn"
+    duplicate_ids: Action = "fail"
+    """Rows sharing a ``data.id_column`` value."""
 
 
 class DataConfig(_Strict):
@@ -59,7 +92,10 @@ class DataConfig(_Strict):
     """A numeric label with at most this many distinct integer values is a class label."""
     validate_files: bool = True
     """Open and decode every file before the run, to name a corrupt one."""
+    schema_file: str | None = None
+    """A declared contract (``raypipe schema infer`` writes one): kinds, ranges, categories."""
     split: SplitConfig = SplitConfig()
+    quality: QualityConfig = QualityConfig()
 
 
 class FeaturesConfig(_Strict):
@@ -71,6 +107,10 @@ class FeaturesConfig(_Strict):
     numeric: list[str] = []
     max_categories: int = Field(512, ge=2)
     """Keep the most frequent levels; rarer ones are treated as unseen (missing)."""
+    derived: dict[str, str] = {}
+    """New numeric columns from arithmetic on others, e.g. ``{spread: "temp - dewp"}``."""
+    impute: Literal["none", "mean", "zero"] = "none"
+    """Numeric missing values: XGBoost learns a default branch for them, so ``none`` is best for it."""
 
 
 class TrainConfig(_Strict):

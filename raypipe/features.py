@@ -11,12 +11,13 @@ Encoding, per contract kind (XGBoost reads categorical codes natively):
 - boolean   -> 0/1, null missing
 - categorical -> index into the train vocabulary; unseen or null -> missing, type 'c'
 - timestamp -> year, month, day, day of week, hour
+- derived   -> arithmetic over raw columns declared in ``features.derived``
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from raypipe.data.expressions import check_expression, evaluate_expression
+from raypipe.data.profile import ColumnStats
 from raypipe.data.schema import Contract, LabelSpec
 
 _DATE_PARTS = ("year", "month", "day", "day_of_week", "hour")
@@ -41,13 +44,48 @@ class Preprocessor:
     columns: list[_Column]
     label: LabelSpec
     weight_column: str | None = None
+    derived: dict[str, str] = field(default_factory=dict)
+    """Extra numeric inputs computed from the raw columns (``name -> expression``)."""
+    fill: dict[str, float] = field(default_factory=dict)
+    """Imputed value per numeric column (empty: missing stays missing)."""
     version: int = 1
 
     @classmethod
-    def fit(cls, contract: Contract) -> Preprocessor:
-        """Fit from a contract whose categories were counted on the train split."""
+    def fit(
+        cls,
+        contract: Contract,
+        train_stats: dict[str, ColumnStats] | None = None,
+        derived: dict[str, str] | None = None,
+        impute: str = "none",
+    ) -> Preprocessor:
+        """Fit from a contract whose categories were counted on the train split.
+
+        Args:
+            contract: the schema contract.
+            train_stats: train-split column statistics (for ``impute="mean"``).
+            derived: ``name -> expression`` over raw columns, e.g. ``"temp - dewp"``.
+            impute: ``none``, ``mean`` (train-split mean) or ``zero``, for numeric columns.
+
+        Raises:
+            ConfigError: a derived expression is invalid or names an unknown column.
+        """
         cols = [_Column(f.name, f.kind, f.categories) for f in contract.features]
-        return cls(columns=cols, label=contract.label, weight_column=contract.weight_column)
+        names = {c.name for c in cols}
+        for name, expr in (derived or {}).items():
+            check_expression(name, expr, names)
+        fill: dict[str, float] = {}
+        if impute != "none":
+            for c in cols:
+                if c.kind == "numeric":
+                    mean = (train_stats or {}).get(c.name)
+                    fill[c.name] = 0.0 if impute == "zero" or mean is None or mean.mean is None else mean.mean
+        return cls(
+            columns=cols,
+            label=contract.label,
+            weight_column=contract.weight_column,
+            derived=dict(derived or {}),
+            fill=fill,
+        )
 
     # --- output layout -------------------------------------------------------
     @property
@@ -62,7 +100,7 @@ class Preprocessor:
                 names.extend(f"{c.name}__{p}" for p in _DATE_PARTS)
             else:
                 names.append(c.name)
-        return names
+        return names + list(self.derived)
 
     @property
     def feature_types(self) -> list[str]:
@@ -95,7 +133,15 @@ class Preprocessor:
                 if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
                     col = pc.cast(col, pa.string())
                 col = pc.index_in(col, value_set=pa.array(c.categories or [], pa.string()))
-            out[:, j] = _to_float(col)
+            values = _to_float(col)
+            if c.name in self.fill:
+                values[np.isnan(values)] = self.fill[c.name]
+            out[:, j] = values
+            j += 1
+        for expr in self.derived.values():
+            values = _to_float(evaluate_expression(expr, table))
+            values[~np.isfinite(values)] = np.nan  # x / 0 is missing, not inf
+            out[:, j] = values
             j += 1
         return out
 
@@ -140,6 +186,8 @@ class Preprocessor:
             columns=[_Column(**c) for c in d["columns"]],
             label=LabelSpec(**d["label"]),
             weight_column=d.get("weight_column"),
+            derived=d.get("derived", {}),
+            fill=d.get("fill", {}),
             version=d.get("version", 1),
         )
 

@@ -25,7 +25,7 @@ import pyarrow as pa
 
 from raypipe import runtime
 from raypipe.config import PipelineConfig, config_hash
-from raypipe.data import ingest
+from raypipe.data import ingest, quality
 from raypipe.data.profile import SPLIT_NAMES, combine, compute_profile
 from raypipe.data.schema import Contract, infer_contract
 from raypipe.data.split import SPLIT_COLUMN, add_split_column
@@ -147,13 +147,26 @@ def run_pipeline(
 
             raise DataError(f"the dataset under '{cfg.data.path}' is empty (0 rows); check data.path and data.filter")
         schema = pa.schema([source.schema.field(n) for n in names])
-        contract = infer_contract(schema, stats, profile.get("train", stats), cfg.data, cfg.features)
+        declared = Contract.load(cfg.data.schema_file) if cfg.data.schema_file else None
+        contract = infer_contract(schema, stats, profile.get("train", stats), cfg.data, cfg.features, declared)
         rows = {s: profile[s][cfg.data.label].count if s in profile else 0 for s in SPLIT_NAMES}
         _check_splits(rows)
         d.append(f"task={contract.label.task} rows={rows} features={len(contract.features)}")
 
+    with timer.stage("quality") as d:
+        dups = quality.count_duplicate_ids(ds, cfg.data.id_column) if cfg.data.id_column else None
+        qreport = quality.check(stats, contract, declared, cfg.data.quality, dups)
+        qreport.save(work / "runs" / cfg.name)
+        quality.enforce(qreport, source, declared)
+        for f in qreport.findings:
+            log.warning("data quality [%s] %s '%s': %s", f.action, f.rule, f.column, f.message)
+        d.append(f"{len(qreport.findings)} finding(s)")
+        d.extend(f"[{f.action}] {f.rule}:{f.column}" for f in qreport.findings[:5])
+
     with timer.stage("preprocess") as d:
-        prep = Preprocessor.fit(contract)
+        prep = Preprocessor.fit(
+            contract, profile.get("train", stats), derived=cfg.features.derived, impute=cfg.features.impute
+        )
         prepared = split_ds.map_batches(
             prep.transform_batch, batch_format="pyarrow", fn_kwargs={"passthrough": (SPLIT_COLUMN,)}
         ).materialize()
@@ -161,9 +174,7 @@ def run_pipeline(
 
         # Materialise each split now: during the fit Train workers hold most CPUs, and
         # a lazy filter would need a CPU of its own to run (the classic 2-CPU hang).
-        parts = {
-            name: prepared.filter(expr=col(SPLIT_COLUMN) == i).materialize() for i, name in enumerate(SPLIT_NAMES)
-        }
+        parts = {name: prepared.filter(expr=col(SPLIT_COLUMN) == i).materialize() for i, name in enumerate(SPLIT_NAMES)}
         del prepared
         example_rows = ds.take_batch(3, batch_format="pyarrow")
         d.append(f"{len(prep.feature_names)} model inputs")
@@ -229,6 +240,22 @@ def run_pipeline(
             d.append(f"{summary.endpoint}/predict -> {body.get('prediction')}")
     summary.stage_seconds = timer.seconds
     return summary
+
+
+def infer_schema(cfg: PipelineConfig, address: str | None = None) -> Contract:
+    """Profile the data (all rows) and return the inferred contract: ``raypipe schema infer``."""
+    work = runtime.work_dir(cfg)
+    source = ingest.discover(ingest.resolve_path(cfg.data.path, work / "datasets"), cfg.data.filter)
+    runtime.connect(address or cfg.runtime.address, cfg.runtime.num_cpus, log_to_driver=False)
+    ds = ingest.read(source, cfg.data.columns)
+    stats = combine(compute_profile(ds, None, cfg.features.categorical))
+    if not stats:
+        from raypipe.errors import DataError
+
+        raise DataError(f"the dataset under '{cfg.data.path}' is empty (0 rows)")
+    names = cfg.data.columns or source.schema.names
+    schema = pa.schema([source.schema.field(n) for n in names])
+    return infer_contract(schema, stats, stats, cfg.data, cfg.features)
 
 
 def _default_tracking(work: Path) -> str:
@@ -310,6 +337,10 @@ def _register(cfg, summary, fit, prep, contract, report_, work, tracking_uri, co
             }
         )
         mlflow.log_text(config_text or json.dumps(cfg.model_dump(mode="json"), indent=2), "config.yaml")
+        quality_dir = work / "runs" / cfg.name
+        for name in ("quality.json", "quality.txt"):
+            if (quality_dir / name).exists():
+                mlflow.log_artifact(str(quality_dir / name), "quality")
         from mlflow.data.dataset_source_registry import resolve_dataset_source
         from mlflow.data.meta_dataset import MetaDataset
 

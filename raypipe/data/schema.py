@@ -76,11 +76,29 @@ class Contract:
         )
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2))
+        """JSON, or YAML when the name ends in .yaml/.yml (for people to edit)."""
+        p = Path(path)
+        if p.suffix in (".yaml", ".yml"):
+            import yaml
+
+            p.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        else:
+            p.write_text(json.dumps(self.to_dict(), indent=2))
 
     @classmethod
     def load(cls, path: str | Path) -> Contract:
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        """Read a JSON or YAML contract.
+
+        Raises:
+            SchemaError: the file is missing or malformed.
+        """
+        import yaml
+
+        p = Path(path)
+        try:
+            return cls.from_dict(yaml.safe_load(p.read_text()))
+        except (OSError, yaml.YAMLError, KeyError, TypeError) as e:
+            raise SchemaError(f"cannot read schema contract '{p}': {type(e).__name__}: {e}") from None
 
 
 def _is_string(t: pa.DataType) -> bool:
@@ -107,8 +125,12 @@ def infer_contract(
     train_stats: dict[str, ColumnStats],
     data: DataConfig,
     features: FeaturesConfig,
+    declared: Contract | None = None,
 ) -> Contract:
     """Build the contract: task, feature kinds, ranges and train-split categories.
+
+    A ``declared`` contract (``data.schema_file``) fixes kinds, allowed ranges,
+    categories and the label's task and classes; the data fills in the rest.
 
     Raises:
         SchemaError: the label or a named column is not in the data.
@@ -143,16 +165,28 @@ def infer_contract(
         if data.task != "auto"
         else infer_task(data.label, schema.field(data.label).type, label_stats, data.max_classes)
     )
+    if declared is not None and data.task == "auto":
+        task = declared.label.task
     classes = None
     if task != "regression":
         classes = sorted(label_stats.levels)
+        if declared is not None and declared.label.classes:
+            classes = list(declared.label.classes)
         if len(classes) < 2:
             raise DataError(f"label '{data.label}' has a single value {classes}; nothing to learn")
         if task == "binary" and len(classes) > 2:
             raise DataError(f"data.task is binary but label '{data.label}' has {len(classes)} classes")
 
     reserved = {data.label, data.id_column, data.weight_column}
-    cols = features.include or [c for c in names if c not in reserved]
+    want = {f.name: f for f in declared.features} if declared is not None else {}
+    if want:
+        features = features.model_copy(
+            update={
+                "categorical": features.categorical + [n for n, f in want.items() if f.kind == "categorical"],
+                "numeric": features.numeric + [n for n, f in want.items() if f.kind == "numeric"],
+            }
+        )
+    cols = features.include or ([c for c in names if c in want] if want else [c for c in names if c not in reserved])
     cols = [c for c in cols if c not in features.exclude and c not in reserved]
     if not cols:
         raise DataError("no feature columns left; check features.include / features.exclude")
@@ -177,8 +211,11 @@ def infer_contract(
                     c,
                     features.max_categories,
                 )
-        if s.min is not None and s.min == s.max and kind == "numeric":
-            log.warning("feature '%s' is constant (%s)", c, s.min)
+        if c in want:  # the declared contract is the allowed domain
+            d = want[c]
+            spec.min = d.min if d.min is not None else spec.min
+            spec.max = d.max if d.max is not None else spec.max
+            spec.categories = d.categories or spec.categories
         specs.append(spec)
     if all_null:
         raise DataError(f"feature column(s) {all_null} are entirely null; drop them with features.exclude")

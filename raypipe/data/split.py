@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from raypipe.config import SplitConfig
 
@@ -39,10 +40,40 @@ def row_hash(table: pa.Table, key: list[str], seed: int) -> np.ndarray:
 
 def assign(table: pa.Table, key: list[str], cfg: SplitConfig) -> np.ndarray:
     """Split code per row: 0 train, 1 valid, 2 test."""
+    if cfg.method == "time":
+        return _by_time(table.column(cfg.time_column), cfg)
     u = (row_hash(table, key, cfg.seed) >> np.uint64(11)).astype(np.float64) / float(1 << 53)
     codes = np.full(table.num_rows, TEST, dtype=np.int8)
     codes[u < cfg.train + cfg.valid] = VALID
     codes[u < cfg.train] = TRAIN
+    return codes
+
+
+def _by_time(col: pa.ChunkedArray, cfg: SplitConfig) -> np.ndarray:
+    """Before ``valid_after``: train; before ``test_after``: valid; else test (nulls: train)."""
+    t = col.type
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        col = pc.strptime(col, format="%Y-%m-%dT%H:%M:%S", unit="us", error_is_null=True)
+    elif pa.types.is_date(t):
+        col = pc.cast(col, pa.timestamp("us"))
+    elif not pa.types.is_timestamp(t):
+        from raypipe.errors import SchemaError
+
+        raise SchemaError(
+            f"data.split.time_column '{cfg.time_column}' must be a timestamp, date or ISO string, got {t}"
+        )
+    if getattr(col.type, "tz", None):
+        col = pc.cast(col, pa.timestamp(col.type.unit))  # compare wall-clock times
+    micros = pc.cast(pc.cast(col, pa.timestamp("us")), pa.int64()).to_numpy(zero_copy_only=False)
+    micros = np.nan_to_num(np.asarray(micros, dtype=np.float64), nan=-np.inf)
+
+    def _at(text: str) -> float:
+        return float(np.datetime64(text, "us").astype(np.int64))
+
+    codes = np.full(len(micros), TRAIN, dtype=np.int8)
+    if cfg.valid_after:
+        codes[micros >= _at(cfg.valid_after)] = VALID
+    codes[micros >= _at(cfg.test_after)] = TEST
     return codes
 
 

@@ -8,7 +8,6 @@ No ``from __future__ import annotations`` here: FastAPI must see real types to
 inject ``Request`` into the handlers.
 """
 
-
 import time
 import uuid
 from typing import Any

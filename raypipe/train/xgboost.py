@@ -74,7 +74,9 @@ def xgb_params(
 class _BatchIter(xgboost.DataIter):
     """Feeds held NumPy batches to ``QuantileDMatrix`` without concatenating them."""
 
-    def __init__(self, batches: list[dict[str, np.ndarray]], feature_names: list[str], feature_types: list[str]) -> None:
+    def __init__(
+        self, batches: list[dict[str, np.ndarray]], feature_names: list[str], feature_types: list[str]
+    ) -> None:
         self._batches = batches
         self._names = feature_names
         self._types = feature_types
