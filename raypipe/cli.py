@@ -56,6 +56,8 @@ def main_options(
     logging.basicConfig(level=logging.INFO if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if not debug:
         warnings.filterwarnings("ignore", module=r"mlflow\..*")
+        warnings.filterwarnings("ignore", message=r".*Add type hints to the `predict` method")
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
         warnings.filterwarnings("ignore", category=UserWarning, message=".*dataset source can be interpreted.*")
         for noisy in ("ray", "mlflow", "alembic", "urllib3", "filelock"):
             logging.getLogger(noisy).setLevel(logging.ERROR)
@@ -142,6 +144,8 @@ def _print_summary(s) -> None:
         t.add_row("endpoint", f"{s.endpoint}/predict")
     t.add_row("wall time", f"{sum(s.stage_seconds.values()):.1f}s")
     out.print(t)
+    for note in s.notes:
+        out.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
     if s.prediction:
         pred = {k: s.prediction[k] for k in ("prediction", "probabilities", "model_version") if k in s.prediction}
         out.print("[bold]HTTP prediction:[/] " + escape(json.dumps(pred)), highlight=False, soft_wrap=True)

@@ -159,7 +159,7 @@ def run_pipeline(
         qreport.save(work / "runs" / cfg.name)
         quality.enforce(qreport, source, declared)
         for f in qreport.findings:
-            log.warning("data quality [%s] %s '%s': %s", f.action, f.rule, f.column, f.message)
+            log.info("data quality [%s] %s '%s': %s", f.action, f.rule, f.column, f.message)
         d.append(f"{len(qreport.findings)} finding(s)")
         d.extend(f"[{f.action}] {f.rule}:{f.column}" for f in qreport.findings[:5])
 
@@ -219,6 +219,9 @@ def run_pipeline(
         tracking_uri=tracking_uri,
     )
     summary.example = _json_row(example_rows, contract)
+    summary.notes = list(contract.notes) + [
+        f"data quality [{f.action}] {f.rule} '{f.column}': {f.message}" for f in qreport.findings
+    ]
 
     if cfg.register.enabled:
         with timer.stage("register") as d:

@@ -7,8 +7,11 @@ model-version tags, and loading verifies them.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,19 +54,15 @@ class Registered:
 
 def log_bundle(bundle_dir: Path, *, model_name: str, input_example: Any, hashes: dict[str, str]) -> tuple[str, str]:
     """Log the bundle as a pyfunc model and register a new version. Returns (name, version)."""
-    import mlflow
     from mlflow import MlflowClient
 
     code = Path(__file__).with_name("_mlflow_model.py")
     try:
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=str(code),
-            artifacts={"bundle": str(bundle_dir)},
-            input_example=input_example,
-            registered_model_name=model_name,
-            pip_requirements=["raypipe"],
-        )
+        # MLflow prints registration chatter to stderr and hints about type hints;
+        # exceptions still propagate.
+        with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
+            warnings.simplefilter("ignore", UserWarning)
+            info = _log_model(code, bundle_dir, input_example, model_name)
     except Exception as e:
         raise RegistryError(f"logging the model to MLflow failed: {e}".splitlines()[0]) from e
     version = str(info.registered_model_version)
@@ -71,6 +70,19 @@ def log_bundle(bundle_dir: Path, *, model_name: str, input_example: Any, hashes:
     for name, digest in hashes.items():
         client.set_model_version_tag(model_name, version, _HASH_TAG + name, digest)
     return model_name, version
+
+
+def _log_model(code: Path, bundle_dir: Path, input_example: Any, model_name: str):
+    import mlflow.pyfunc
+
+    return mlflow.pyfunc.log_model(
+        name="model",
+        python_model=str(code),
+        artifacts={"bundle": str(bundle_dir)},
+        input_example=input_example,
+        registered_model_name=model_name,
+        pip_requirements=["raypipe"],
+    )
 
 
 def apply_gate(

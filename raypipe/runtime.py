@@ -55,8 +55,6 @@ def connect(address: str | None = None, num_cpus: int | None = None, log_to_driv
         # Ray Data logs every execution plan at INFO on the driver; keep the CLI readable.
         os.environ.setdefault("RAY_DATA_LOG_LEVEL", "WARNING")
     if not ray.is_initialized():
-        # Ray Data's per-op progress bars flood non-TTY logs (CI, Ray Jobs).
-        os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
         kwargs: dict = {"log_to_driver": log_to_driver, "configure_logging": False}
         if address:
             ray.init(address=address, **kwargs)
@@ -71,6 +69,13 @@ def connect(address: str | None = None, num_cpus: int | None = None, log_to_driv
             )
             started_here = True
     secure_token_file()
+    import ray.data
+
+    # Ray Data's per-operator progress bars flood non-TTY logs (CI, Ray Jobs).
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    from ray.util.debug import log_once
+
+    log_once("ray_data_progress_manager_disabled")  # ...and Ray's warning that we did so
     if not log_to_driver:
         # Ray Data logs every execution plan at INFO on the driver; keep the CLI readable.
         for name in ("ray.data", "ray.train", "ray.tune", "ray.serve"):

@@ -192,6 +192,7 @@ def infer_contract(
         raise DataError("no feature columns left; check features.include / features.exclude")
     specs = []
     all_null = []
+    notes: list[str] = []
     for c in cols:
         s, ts = stats[c], train_stats.get(c, stats[c])
         if s.count and s.nulls == s.count:
@@ -199,6 +200,10 @@ def infer_contract(
             continue
         t = schema.field(c).type
         kind = _kind(c, t, features)
+        if not features.include and c not in want and c not in features.categorical and _looks_like_id(c, kind, s):
+            notes.append(f"'{c}' looks like a row identifier and is not used as a feature (set features.include)")
+            log.info(notes[-1])
+            continue
         spec = ColumnSpec(name=c, kind=kind, dtype=str(t), nullable=s.nulls > 0)
         if kind == "numeric":
             spec.min, spec.max = s.min, s.max
@@ -229,7 +234,18 @@ def infer_contract(
         ),
         id_column=data.id_column,
         weight_column=data.weight_column,
+        notes=notes,
     )
+
+
+def _looks_like_id(name: str, kind: str, s: ColumnStats) -> bool:
+    """Unique-per-row strings, or integer columns named like ids: noise or leakage as features."""
+    valid = s.count - s.nulls
+    if kind == "categorical":
+        return valid > 1000 and len(s.levels) > 0.5 * valid
+    lowered = name.lower()
+    named = lowered == "id" or lowered.endswith(("_id", "uuid")) or lowered in ("index", "row", "rowid")
+    return kind == "numeric" and named and not s.non_integer
 
 
 def _kind(name: str, t: pa.DataType, features: FeaturesConfig) -> Kind:
