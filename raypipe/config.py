@@ -123,6 +123,10 @@ class TrainConfig(_Strict):
     cpus_per_worker: float | Literal["auto"] = "auto"
     checkpoint_every_rounds: int = Field(100, ge=1)
     max_failures: int = Field(2, ge=0)
+    """Worker-group restarts (from the last checkpoint) after a worker or node dies."""
+    worker_start_timeout_s: float = Field(60.0, gt=0)
+    """How long a (re)start waits for the workers' CPUs, e.g. for a lost node's replacement;
+    after ``max_failures + 1`` such waits the fit fails instead of waiting forever."""
     class_weight: Literal["none", "balanced"] = "none"
     seed: int = 42
 
@@ -177,6 +181,12 @@ class RuntimeConfig(_Strict):
     """Default: ``MLFLOW_TRACKING_URI`` or SQLite under ``work_dir``."""
     data_cpus: float = Field(0.5, gt=0)
     """CPUs kept free for Ray Data while training runs."""
+    storage_path: str | None = None
+    """Train (and Tune) checkpoints: a folder or a pyarrow filesystem URI (``s3://``, ``gs://``,
+    ``abfs://``); default ``work_dir/train``. On a multi-host cluster it must be shared storage."""
+    shared_storage: bool = False
+    """Declare that local paths (data, MLflow store, checkpoints) are on a mount every node
+    sees (NFS, EFS, Filestore...); skips the multi-node local-path check."""
 
 
 # `register` is also an ABCMeta method name; pydantic warns, but the field works.

@@ -110,7 +110,7 @@ class Preprocessor:
             types.extend(
                 ["q"] * len(_DATE_PARTS) if c.kind == "timestamp" else ["c" if c.kind == "categorical" else "q"]
             )
-        return types
+        return types + ["q"] * len(self.derived)
 
     # --- transforms ----------------------------------------------------------
     def transform_features(self, table: pa.Table) -> np.ndarray:

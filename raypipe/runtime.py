@@ -12,14 +12,18 @@ import math
 import os
 import socket
 import stat
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
 
 from raypipe.config import PipelineConfig, TrainConfig
 
 log = logging.getLogger(__name__)
 
 _TOKEN_FILE = Path.home() / ".ray" / "auth_token"
+_AUTH_MODE_ENV = "RAY_AUTH_MODE"
+_state = {"started_here": False}
 
 
 @dataclass(frozen=True)
@@ -31,6 +35,13 @@ class RaySession:
     total_cpus: float
     num_nodes: int
     min_node_cpus: float
+    hosts: tuple[str, ...] = ()
+    """Distinct ``ip/hostname`` of the alive nodes (CPU-less ones included)."""
+
+    @property
+    def single_host(self) -> bool:
+        """Every node runs on one machine (``cluster/local.sh``): local paths are shared."""
+        return len(self.hosts) <= 1
 
     def shutdown(self) -> None:
         import ray
@@ -51,6 +62,8 @@ def connect(address: str | None = None, num_cpus: int | None = None, log_to_driv
 
     address = address or os.environ.get("RAY_ADDRESS") or None
     started_here = False
+    if address:
+        ensure_client_token_auth()
     if not log_to_driver:
         # Ray Data logs every execution plan at INFO on the driver; keep the CLI readable.
         os.environ.setdefault("RAY_DATA_LOG_LEVEL", "WARNING")
@@ -68,6 +81,7 @@ def connect(address: str | None = None, num_cpus: int | None = None, log_to_driv
                 **kwargs,
             )
             started_here = True
+        _state["started_here"] = started_here
     secure_token_file()
     import ray.data
 
@@ -88,6 +102,128 @@ def connect(address: str | None = None, num_cpus: int | None = None, log_to_driv
         total_cpus=float(sum(cpus)),
         num_nodes=max(1, sum(1 for c in cpus if c > 0)),
         min_node_cpus=float(min((c for c in cpus if c > 0), default=1.0)),
+        hosts=node_hosts(nodes),
+    )
+
+
+def owns_ray() -> bool:
+    """Whether this process started the Ray it is connected to (then it also owns Serve)."""
+    import ray
+
+    return ray.is_initialized() and _state["started_here"]
+
+
+def token_available() -> bool:
+    """A Ray auth token is configured for this process (Ray's own lookup order)."""
+    if os.environ.get("RAY_AUTH_TOKEN", "").strip():
+        return True
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH")
+    token_file = Path(path).expanduser() if path else _TOKEN_FILE
+    try:
+        return token_file.is_file() and token_file.stat().st_size > 0
+    except OSError:
+        return False
+
+
+def ensure_client_token_auth() -> bool:
+    """Send the cluster token when joining a cluster by address.
+
+    Ray 2.60 only attaches the token (gRPC metadata, ``Authorization`` header)
+    when ``RAY_AUTH_MODE=token`` is in the client's environment; it does not
+    infer it from an existing token file for an explicit address. If the
+    variable is unset and a token exists (``RAY_AUTH_TOKEN``,
+    ``RAY_AUTH_TOKEN_PATH`` or ``~/.ray/auth_token``), set it. An explicit
+    ``RAY_AUTH_MODE`` is never overridden. Returns whether token mode is on.
+    """
+    mode = os.environ.get(_AUTH_MODE_ENV)
+    if mode is not None:
+        return mode.strip().lower() == "token"
+    if not token_available():
+        return False
+    os.environ[_AUTH_MODE_ENV] = "token"
+    secure_token_file()
+    import sys
+
+    if "ray" in sys.modules:  # Ray caches its config when ray._raylet is imported
+        import ray
+
+        if not ray.is_initialized():
+            try:
+                from ray._raylet import Config
+
+                Config.initialize("")
+            except Exception as e:  # noqa: BLE001 - a private API; a 401 later says what is wrong
+                log.warning("could not switch Ray to token auth in this process: %s", e)
+    return True
+
+
+def node_hosts(nodes: list[dict]) -> tuple[str, ...]:
+    """Distinct machines behind ``ray.nodes()`` entries (alive ones), as ``ip/hostname``."""
+    hosts = {
+        f"{n.get('NodeManagerAddress', '')}/{n.get('NodeManagerHostname', '')}"
+        for n in nodes
+        if n.get("Alive", n.get("alive", True))
+    }
+    return tuple(sorted(hosts))
+
+
+_LOOPBACK = {"localhost", "0.0.0.0", "::1", "::", ""}
+
+
+def is_node_local(uri: str | None) -> bool:
+    """True for a location only the machine that names it can see.
+
+    Local paths, ``file://``, ``sqlite:///`` and servers on loopback
+    (``http://127.0.0.1:5000``, ``postgresql://localhost/...``) are node-local.
+    Object stores and other pyarrow filesystems (``s3://``, ``gs://``,
+    ``abfs://``, ``hdfs://``...), remote servers and ``databricks`` are not.
+    """
+    if not uri:
+        return False
+    parsed = urlparse(uri)
+    scheme = parsed.scheme.lower()
+    if len(scheme) <= 1:  # a plain path (or a Windows drive letter)
+        return True
+    if scheme in ("file", "local", "sqlite") or scheme.startswith("sqlite+"):
+        return True
+    if scheme in ("http", "https") or "sql" in scheme:  # MLflow servers and database stores
+        host = (parsed.hostname or "").lower()
+        return host in _LOOPBACK or host.startswith("127.")
+    return False
+
+
+def local_only_paths(paths: Mapping[str, str | None]) -> dict[str, str]:
+    """The entries of ``{what: location}`` that are node-local (see :func:`is_node_local`)."""
+    return {what: str(uri) for what, uri in paths.items() if uri and is_node_local(str(uri))}
+
+
+def check_shared_storage(session: RaySession, paths: Mapping[str, str | None], shared_storage: bool = False) -> None:
+    """Fail early if a multi-host cluster would be handed node-local paths.
+
+    Ray Data tasks, Train workers and Serve replicas run on any node; a path
+    that exists only on the driver's machine breaks them mid-run (or, for
+    checkpoints, silently keeps them on one node). Nodes that all run on one
+    machine share its files, and ``runtime.shared_storage: true`` declares a
+    mount every node sees.
+
+    Raises:
+        ConfigError: naming each node-local location and what to use instead.
+    """
+    if shared_storage or session.single_host:
+        return
+    local = local_only_paths(paths)
+    if not local:
+        return
+    from raypipe.errors import ConfigError
+
+    listed = "; ".join(f"{what}: {uri}" for what, uri in local.items())
+    raise ConfigError(
+        f"the Ray cluster spans {len(session.hosts)} machines but these locations exist only on one of them: "
+        f"{listed}. Every node must see the data, the MLflow store and the checkpoints: use shared storage, "
+        "either a pyarrow filesystem URI (s3://bucket/path, gs://bucket/path, abfs://..., hdfs://...) for "
+        "data.path and runtime.storage_path plus a remote MLflow server (MLFLOW_TRACKING_URI=https://...), "
+        "or a mount that every node has at the same path (NFS/EFS/Filestore) and runtime.shared_storage: true",
+        paths=local,
     )
 
 
@@ -112,6 +248,7 @@ class CpuBudget:
     cpus_per_worker: float
     data_cpus: float
     serve_cpus: float
+    num_nodes: int = 1
 
     @property
     def nthread(self) -> int:
@@ -146,7 +283,7 @@ class CpuBudget:
                 f"{free:g} CPUs left after Ray Data ({data_cpus:g}) and Serve ({serve_cpus:g}); "
                 "lower one of them"
             )
-        return cls(session.total_cpus, workers, per, data_cpus, serve_cpus)
+        return cls(session.total_cpus, workers, per, data_cpus, serve_cpus, session.num_nodes)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -154,6 +291,20 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return s.getsockname()[1]
+
+
+def storage_path(cfg: PipelineConfig, work: Path) -> str:
+    """Where Train (and Tune) write checkpoints: ``runtime.storage_path`` or ``work/train``.
+
+    URIs (``s3://bucket/ckpt``) pass through to Ray Train's pyarrow filesystem;
+    plain folders are made absolute (Ray Train needs that).
+    """
+    path = cfg.runtime.storage_path
+    if not path:
+        return str(work / "train")
+    if len(urlparse(path).scheme) <= 1:
+        return str(Path(path).expanduser().resolve())
+    return path
 
 
 def work_dir(cfg: PipelineConfig) -> Path:

@@ -18,11 +18,20 @@ SPLIT_COLUMN = "__split"
 TRAIN, VALID, TEST = 0, 1, 2
 
 _MIX = np.uint64(0x9E3779B97F4A7C15)
+_NULL_HASH = np.uint64(0xC2B2AE3D27D4EB4F)
 
 
 def _hash_column(col: pa.ChunkedArray) -> np.ndarray:
     if pa.types.is_dictionary(col.type):
         col = col.cast(col.type.value_type)
+    if col.null_count and (pa.types.is_integer(col.type) or pa.types.is_boolean(col.type)):
+        # to_numpy makes a nullable int/bool batch float/object, which hashes differently from the
+        # same values in a batch without nulls: hash the values in their own dtype, nulls apart.
+        nulls = col.is_null().to_numpy(zero_copy_only=False)
+        filled = col.fill_null(False if pa.types.is_boolean(col.type) else 0)
+        h = pd.util.hash_array(filled.to_numpy(zero_copy_only=False), categorize=False)
+        h[nulls] = _NULL_HASH
+        return h
     # pandas' hash_array is vectorised C (siphash for objects) and stable across processes.
     values = col.to_numpy(zero_copy_only=False)
     return pd.util.hash_array(values, categorize=False)
