@@ -8,7 +8,15 @@ import numpy as np
 from sklearn import metrics as skm
 
 PRIMARY = {"binary": "auc", "multiclass": "logloss", "regression": "rmse"}
-HIGHER_IS_BETTER = {"auc": True, "pr_auc": True, "accuracy": True, "f1": True, "r2": True}
+HIGHER_IS_BETTER = {
+    "auc": True,
+    "pr_auc": True,
+    "accuracy": True,
+    "f1": True,
+    "r2": True,
+    "f1_macro": True,
+    "auc_ovr": True,
+}
 
 
 @dataclass(frozen=True)

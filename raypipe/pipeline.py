@@ -124,6 +124,16 @@ def run_pipeline(
     with timer.stage("ray") as d:
         session = runtime.connect(address or cfg.runtime.address, cfg.runtime.num_cpus, log_to_driver=verbose)
         d.append(f"{session.total_cpus:g} CPUs, {session.num_nodes} node(s)")
+        storage = runtime.storage_path(cfg, work)
+        runtime.check_shared_storage(
+            session,
+            {
+                "data.path": path,
+                "MLflow tracking store": tracking_uri if cfg.register.enabled else None,
+                "checkpoints (runtime.storage_path)": storage,
+            },
+            cfg.runtime.shared_storage,
+        )
 
     with timer.stage("ingest") as d:
         if cfg.data.validate_files:
@@ -197,7 +207,7 @@ def run_pipeline(
             params=params,
             cfg=cfg.train,
             budget=budget,
-            storage_path=str(work / "train"),
+            storage_path=storage,
             run_name=run_name,
         )
         d.append(

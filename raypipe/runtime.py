@@ -113,14 +113,18 @@ def owns_ray() -> bool:
     return ray.is_initialized() and _state["started_here"]
 
 
+def token_file() -> Path:
+    """The token file Ray reads: ``RAY_AUTH_TOKEN_PATH`` or ``~/.ray/auth_token``."""
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH")
+    return Path(path).expanduser() if path else _TOKEN_FILE
+
+
 def token_available() -> bool:
     """A Ray auth token is configured for this process (Ray's own lookup order)."""
     if os.environ.get("RAY_AUTH_TOKEN", "").strip():
         return True
-    path = os.environ.get("RAY_AUTH_TOKEN_PATH")
-    token_file = Path(path).expanduser() if path else _TOKEN_FILE
     try:
-        return token_file.is_file() and token_file.stat().st_size > 0
+        return token_file().is_file() and token_file().stat().st_size > 0
     except OSError:
         return False
 
@@ -141,7 +145,7 @@ def ensure_client_token_auth() -> bool:
     if not token_available():
         return False
     os.environ[_AUTH_MODE_ENV] = "token"
-    secure_token_file()
+    secure_token_file(token_file())
     import sys
 
     if "ray" in sys.modules:  # Ray caches its config when ray._raylet is imported
@@ -178,7 +182,7 @@ def is_node_local(uri: str | None) -> bool:
     Object stores and other pyarrow filesystems (``s3://``, ``gs://``,
     ``abfs://``, ``hdfs://``...), remote servers and ``databricks`` are not.
     """
-    if not uri:
+    if not uri or uri.split(":", 1)[0] in ("databricks", "databricks-uc"):  # MLflow's hosted stores
         return False
     parsed = urlparse(uri)
     scheme = parsed.scheme.lower()

@@ -175,7 +175,8 @@ def _check_files(paths: list[str], filesystem: pafs.FileSystem) -> list[dict[str
     for path in paths:
         try:
             with filesystem.open_input_file(path) as f:
-                pf = pq.ParquetFile(f)
+                # Page CRCs (written by Spark/parquet-mr and others) catch corrupt values that still decode.
+                pf = pq.ParquetFile(f, page_checksum_verification=True)
                 schema = pf.schema_arrow
                 for i in range(pf.num_row_groups):
                     pf.read_row_group(i)  # decodes pages: catches corrupt data behind a good footer
@@ -186,7 +187,7 @@ def _check_files(paths: list[str], filesystem: pafs.FileSystem) -> list[dict[str
                 }
             )
         except Exception as e:  # Arrow raises several types; all mean "unreadable"
-            out.append({"path": path, "error": f"{type(e).__name__}: {e}"})
+            out.append({"path": path, "error": f"{type(e).__name__}: {' '.join(str(e).split())}"})  # one line
     return out
 
 

@@ -92,7 +92,9 @@ def _column_summary(col: pa.ChunkedArray | pa.Array, want_levels: bool, force_le
         if pa.types.is_floating(t):
             valid = num.drop_null()
             out["non_integer"] = bool(len(valid)) and not pc.all(pc.equal(pc.floor(valid), valid)).as_py()
-    if not want_levels or pa.types.is_timestamp(t):
+    # Nested columns (lists, structs) have no levels (Arrow cannot count them); the contract
+    # then names them as unsupported instead of the profile step crashing.
+    if not want_levels or pa.types.is_timestamp(t) or pa.types.is_nested(t):
         return out
     valid = col.drop_null()
     if force_levels or pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_boolean(t):

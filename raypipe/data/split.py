@@ -19,9 +19,35 @@ TRAIN, VALID, TEST = 0, 1, 2
 
 _MIX = np.uint64(0x9E3779B97F4A7C15)
 _NULL_HASH = np.uint64(0xC2B2AE3D27D4EB4F)
+# What pandas' hash_array gives a null (None) in an object array.
+_OBJECT_NULL_HASH = pd.util.hash_array(np.array([None], dtype=object), categorize=False)[0]
+
+
+def _hash_strings(col: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """Hash each distinct string once, then gather per row.
+
+    Siphashing every row's Python string is most of a split's cost on string keys; the hash is
+    per value, so hashing the dictionary and indexing it gives the very same uint64s.
+    """
+    chunks = col.chunks if isinstance(col, pa.ChunkedArray) else [col]
+    parts = [np.empty(0, dtype=np.uint64)]
+    for chunk in chunks:
+        if not pa.types.is_dictionary(chunk.type):
+            head = chunk.slice(0, 1024)
+            if len(pc.unique(head)) > len(head) // 2:  # mostly distinct (ids): encoding would not pay
+                parts.append(pd.util.hash_array(chunk.to_numpy(zero_copy_only=False), categorize=False))
+                continue
+            chunk = pc.dictionary_encode(chunk)
+        values = pd.util.hash_array(chunk.dictionary.to_numpy(zero_copy_only=False), categorize=False)
+        table = np.append(values, _OBJECT_NULL_HASH)
+        parts.append(table[pc.fill_null(chunk.indices.cast(pa.int64()), len(table) - 1).to_numpy()])
+    return np.concatenate(parts)
 
 
 def _hash_column(col: pa.ChunkedArray) -> np.ndarray:
+    value_type = col.type.value_type if pa.types.is_dictionary(col.type) else col.type
+    if pa.types.is_string(value_type) or pa.types.is_large_string(value_type):
+        return _hash_strings(col)
     if pa.types.is_dictionary(col.type):
         col = col.cast(col.type.value_type)
     if col.null_count and (pa.types.is_integer(col.type) or pa.types.is_boolean(col.type)):

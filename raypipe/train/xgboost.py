@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from raypipe.runtime import CpuBudget
 log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.ubj"
+_START_TIMEOUT_ENV = "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"
 _META_FILE = "meta.json"
 
 _DEFAULTS: dict[str, Any] = {
@@ -233,16 +235,26 @@ def fit(
         "feature_names": feature_names,
         "feature_types": feature_types,
     }
+    # Ray Train reads this in its controller (propagated from the driver's environment).
+    os.environ[_START_TIMEOUT_ENV] = f"{cfg.worker_start_timeout_s:g}"
     trainer = XGBoostTrainer(
         _train_loop,
         train_loop_config=loop_config,
         scaling_config=ray.train.ScalingConfig(
-            num_workers=budget.num_workers, resources_per_worker={"CPU": budget.cpus_per_worker}
+            num_workers=budget.num_workers,
+            resources_per_worker={"CPU": budget.cpus_per_worker},
+            # One worker per node: PACK would stack small workers on one node and idle the others.
+            placement_strategy="SPREAD" if budget.num_nodes > 1 and budget.num_workers > 1 else "PACK",
         ),
         run_config=ray.train.RunConfig(
             name=run_name,
             storage_path=storage_path,
-            failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures),
+            failure_config=ray.train.FailureConfig(
+                max_failures=cfg.max_failures,
+                # Ray's default (-1) retries a worker group that cannot start forever: after a
+                # node is lost for good the run would wait for its CPUs indefinitely.
+                controller_failure_limit=cfg.max_failures,
+            ),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
         ),
         datasets={"train": train_ds, "valid": valid_ds},
@@ -251,7 +263,17 @@ def fit(
     try:
         result = trainer.fit()
     except Exception as e:  # Ray wraps worker errors in several types
-        raise TrainingError(f"XGBoost training failed after {cfg.max_failures} retries: {_root_cause(e)}") from e
+        cause = _root_cause(e).rstrip(".")
+        hint = ""
+        if "startup timed out" in cause or "Insufficient cluster resources" in cause:
+            hint = (
+                f" The fit needs {budget.num_workers} worker(s) x {budget.cpus_per_worker:g} CPU and each restart "
+                f"waited {cfg.worker_start_timeout_s:g}s (train.worker_start_timeout_s) for them: was a node lost?"
+            )
+        raise TrainingError(
+            f"XGBoost training failed after {cfg.max_failures} retries: {cause}.{hint} No model was produced "
+            f"(nothing is registered); checkpoints of this attempt are under {storage_path}/{run_name}"
+        ) from e
     if result.checkpoint is None:
         raise TrainingError("training finished without a checkpoint; see the Ray Train logs above")
     with result.checkpoint.as_directory() as d:

@@ -1,0 +1,54 @@
+"""Fixtures shared by the unit and integration tests."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+
+import pyarrow as pa
+import pytest
+
+# Environment variables that would silently redirect raypipe away from the test's tmp dirs.
+_REDIRECTING_ENV = ("RAYPIPE_HOME", "MLFLOW_TRACKING_URI", "RAY_ADDRESS")
+
+
+@pytest.fixture(autouse=True)
+def _hermetic_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in _REDIRECTING_ENV:
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def column_stats() -> Callable[..., dict]:
+    """Column statistics of an Arrow table, computed by raypipe's own profile map step
+    (the function Ray Data runs per batch), merged as the reduce step does; no Ray."""
+    from raypipe.data.profile import ColumnStats, profile_batch
+
+    def compute(*tables: pa.Table, level_columns: Iterable[str] = ()) -> dict[str, ColumnStats]:
+        stats: dict[str, ColumnStats] = {}
+        for table in tables:
+            summary = json.loads(profile_batch(table, None, frozenset(level_columns))["profile"][0])["all"]
+            for col, s in summary.items():
+                stats.setdefault(col, ColumnStats()).merge(s)
+        return stats
+
+    return compute
+
+
+@pytest.fixture
+def contract_for(column_stats) -> Callable[..., object]:
+    """The schema contract raypipe infers for an in-memory table (train stats = all stats)."""
+    from raypipe.config import DataConfig, FeaturesConfig
+    from raypipe.data.schema import infer_contract
+
+    def build(table: pa.Table, label: str, *, data: dict | None = None, features: dict | None = None):
+        stats = column_stats(table, level_columns=(features or {}).get("categorical", ()))
+        return infer_contract(
+            table.schema,
+            stats,
+            stats,
+            DataConfig(path="memory", label=label, **(data or {})),
+            FeaturesConfig(**(features or {})),
+        )
+
+    return build
