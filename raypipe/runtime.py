@@ -37,6 +37,8 @@ class RaySession:
     min_node_cpus: float
     hosts: tuple[str, ...] = ()
     """Distinct ``ip/hostname`` of the alive nodes (CPU-less ones included)."""
+    max_node_cpus: float | None = None
+    """CPUs of the largest node (None: assume one node holds them all)."""
 
     @property
     def single_host(self) -> bool:
@@ -72,6 +74,8 @@ def connect(address: str | None = None, num_cpus: int | None = None, log_to_driv
         if address:
             ray.init(address=address, **kwargs)
         else:
+            if _AUTH_MODE_ENV not in os.environ:
+                _enable_token_mode()
             ray.init(
                 # "local" always starts a new Ray: a bare ray.init() would silently
                 # join any `ray start` cluster on this host.
@@ -103,6 +107,7 @@ def connect(address: str | None = None, num_cpus: int | None = None, log_to_driv
         num_nodes=max(1, sum(1 for c in cpus if c > 0)),
         min_node_cpus=float(min((c for c in cpus if c > 0), default=1.0)),
         hosts=node_hosts(nodes),
+        max_node_cpus=float(max(cpus, default=1.0)),
     )
 
 
@@ -144,8 +149,17 @@ def ensure_client_token_auth() -> bool:
         return mode.strip().lower() == "token"
     if not token_available():
         return False
-    os.environ[_AUTH_MODE_ENV] = "token"
     secure_token_file(token_file())
+    return _enable_token_mode()
+
+
+def _enable_token_mode() -> bool:
+    """Set ``RAY_AUTH_MODE=token`` for this process and refresh Ray's cached config.
+
+    For a new local Ray this is Ray's own default; saying so explicitly also
+    skips the notice Ray prints on stderr, which would break one-line CLI errors.
+    """
+    os.environ[_AUTH_MODE_ENV] = "token"
     import sys
 
     if "ray" in sys.modules:  # Ray caches its config when ray._raylet is imported
@@ -281,6 +295,12 @@ class CpuBudget:
             per = math.floor(per * 4) / 4 or 0.25  # quarter-CPU steps keep Ray's packing simple
         else:
             per = float(train.cpus_per_worker)
+        largest = session.max_node_cpus or session.total_cpus
+        if per > largest + 1e-9:
+            raise ConfigError(
+                f"train.cpus_per_worker={per:g} is more than the largest node has ({largest:g} CPUs); "
+                "a worker must fit on one node"
+            )
         if workers * per > free + 1e-9:
             raise ConfigError(
                 f"train.num_workers={workers} x train.cpus_per_worker={per:g} exceeds the "

@@ -203,8 +203,13 @@ def _root_cause(e: BaseException) -> str:
     cause = e
     while getattr(cause, "cause", None) is not None or cause.__cause__ is not None:
         cause = getattr(cause, "cause", None) or cause.__cause__
-    lines = [ln for ln in str(cause).splitlines() if ln.strip()]
-    return f"{type(cause).__name__}: {lines[-1] if lines else ''}"
+    # Skip native stack traces (XGBoost's "[bt] (8) libffi.so..." lines): keep the message.
+    lines = [
+        ln.strip()
+        for ln in str(cause).splitlines()
+        if ln.strip() and not ln.lstrip().startswith(("[bt]", "Stack trace", "Traceback", "File "))
+    ]
+    return f"{type(cause).__name__}: {lines[0] if lines else ''}"
 
 
 def fit(

@@ -146,11 +146,6 @@ def test_empty_dataset_exit_code_and_message(empty_dataset_run) -> None:
     assert "CPUs" in proc.stdout  # this one did get past connecting to Ray
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Ray prints 'Token authentication is enabled for this Ray cluster...' on stderr when a new "
-    "local Ray starts with RAY_AUTH_MODE unset, so an error after Ray started is not the only stderr line",
-)
 def test_empty_dataset_error_is_the_only_stderr_line(empty_dataset_run) -> None:
     proc, _ = empty_dataset_run
     _assert_one_error_line(proc, DataError.exit_code)

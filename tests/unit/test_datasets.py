@@ -84,9 +84,7 @@ def test_flights_columns(flights: pa.Table) -> None:
 
 def test_flights_day_of_week(flights: pa.Table) -> None:
     assert set(pc.unique(flights["day_of_week"]).to_pylist()) == set(range(7))
-    jan1 = flights.filter(
-        pc.and_(pc.equal(flights["month"], 1), pc.equal(flights["day"], 1))
-    )
+    jan1 = flights.filter(pc.and_(pc.equal(flights["month"], 1), pc.equal(flights["day"], 1)))
     assert set(jan1["day_of_week"].to_pylist()) == {1}  # 2013-01-01 was a Tuesday
 
 
@@ -170,16 +168,12 @@ def test_synth_nulls_and_levels(tmp_path: Path) -> None:
 def test_synth_drift_only_named_columns(tmp_path: Path) -> None:
     drift = {"num_0": 1.0, "num_1": 0.5, "cat_1": 1.0}
     base = _synth(tmp_path / "base", 20_000, seed=3, rows_per_file=6_000)
-    drifted = _synth(
-        tmp_path / "drift", 20_000, seed=3, rows_per_file=6_000, drift=drift
-    )
+    drifted = _synth(tmp_path / "drift", 20_000, seed=3, rows_per_file=6_000, drift=drift)
     for name in base.column_names:
         if name in drift:
             assert not base[name].equals(drifted[name]), name
         else:
-            assert base[name].equals(drifted[name]), (
-                name
-            )  # bit-identical, label included
+            assert base[name].equals(drifted[name]), name  # bit-identical, label included
 
     # num_0 shifts by one standard deviation.
     shift = pc.mean(drifted["num_0"]).as_py() - pc.mean(base["num_0"]).as_py()
