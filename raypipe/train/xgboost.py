@@ -209,7 +209,9 @@ def _root_cause(e: BaseException) -> str:
         for ln in str(cause).splitlines()
         if ln.strip() and not ln.lstrip().startswith(("[bt]", "Stack trace", "Traceback", "File "))
     ]
-    return f"{type(cause).__name__}: {lines[0] if lines else ''}"
+    # Ray's wrappers put the cause after a "...error:" header line: keep both.
+    head = " ".join(lines[:2]) if len(lines) > 1 and lines[0].endswith(":") else (lines[0] if lines else "")
+    return f"{type(cause).__name__}: {head}"
 
 
 def fit(
