@@ -121,13 +121,8 @@ def _shutdown_local() -> None:
     # Joined by RAY_ADDRESS, --address or runtime.address (a Ray Job too): Serve stays up.
     if not owns_ray():
         return
-    try:
-        from ray import serve
-
-        logging.getLogger("ray.serve").setLevel(logging.WARNING)  # "nothing to shut down" is noise
-        serve.shutdown()
-    except Exception:  # noqa: BLE001 - best effort on the way out
-        pass
+    # ray.shutdown() takes the Serve app with it; serve.shutdown() first only adds
+    # raylet noise about the controller it kills.
     ray.shutdown()
 
 

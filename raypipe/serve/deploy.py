@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import urllib.error
 import urllib.request
 from typing import Any
@@ -19,6 +20,8 @@ def deploy(model_uri: str, tracking_uri: str | None, cfg: ServeConfig) -> str:
     from raypipe.serve.app import ModelServer
 
     port = cfg.port or free_port(cfg.host)
+    if not logging.getLogger("raypipe").isEnabledFor(logging.INFO):
+        logging.getLogger("ray.serve").setLevel(logging.WARNING)  # Serve's start-up chatter
     try:
         serve.start(http_options={"host": cfg.host, "port": port})
         # If Serve was already running (a cluster), its proxy keeps its own address.
