@@ -99,7 +99,7 @@ def run(
         _shutdown_local()
         _fail(e)
         return
-    _print_summary(summary)
+    _print_summary(summary, keep_serving=serve)
     if summary_json:
         summary_json.parent.mkdir(parents=True, exist_ok=True)
         summary_json.write_text(json.dumps(summary.to_dict(), indent=2, default=str))
@@ -126,7 +126,7 @@ def _shutdown_local() -> None:
     ray.shutdown()
 
 
-def _print_summary(s) -> None:
+def _print_summary(s, keep_serving: bool = False) -> None:
     t = Table(title="raypipe run summary", show_header=False, title_justify="left")
     t.add_column(style="bold")
     t.add_column()
@@ -157,7 +157,7 @@ def _print_summary(s) -> None:
         )
         from raypipe.runtime import owns_ray
 
-        if owns_ray():
+        if owns_ray() and not keep_serving:
             out.print("  (the endpoint lives while this process runs: use `raypipe run --serve` to keep it up)")
         else:
             out.print("  (the app stays deployed on the cluster after this run; `serve shutdown` removes it)")

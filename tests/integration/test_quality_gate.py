@@ -40,3 +40,45 @@ def test_declared_contract_violations_stop_the_run_before_training(
     assert any("out_of_range" in n and "distance" in n for n in summary.notes)
     assert (tmp_path / "runs" / cfg.name / "quality.json").exists()
     assert Contract.load(tmp_path / "contract.yaml").feature("distance").max == 2000.0
+
+
+def test_duplicate_ids_fail_and_a_time_split_follows_the_clock(
+    ray_session, make_config, tracking_uri, registered_models, tmp_path
+):
+    import datetime as dt
+
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(1)
+    n = 3000
+    x = rng.normal(size=n)
+    when = [dt.datetime(2024, 1, 1) + dt.timedelta(hours=int(h)) for h in rng.integers(0, 24 * 300, n)]
+    table = pa.table({"id": np.arange(n), "x": x, "when": pa.array(when), "y": x + rng.normal(scale=0.5, size=n) > 0})
+    root = tmp_path / "events"
+    root.mkdir()
+    pq.write_table(table, root / "a.parquet")
+    pq.write_table(table.slice(0, 10), root / "b.parquet")  # ten ids again
+
+    data = {"path": str(root), "label": "y", "id_column": "id"}
+    with pytest.raises(DataError, match=r"duplicate_ids failed for column 'id'.*10 id value"):
+        run_pipeline(make_config(tmp_path, data), tracking_uri=tracking_uri, serve_model=False)
+    assert registered_models(tracking_uri) == []
+
+    split = {"method": "time", "time_column": "when", "valid_after": "2024-08-01", "test_after": "2024-09-01"}
+    cfg = make_config(
+        tmp_path,
+        data | {"split": split, "quality": {"duplicate_ids": "warn"}},
+        features={"exclude": ["when"]},
+        train={"num_boost_round": 5},
+        register={"enabled": False},
+    )
+    summary = run_pipeline(cfg, tracking_uri=tracking_uri, serve_model=False)
+    months = np.array([w.month for w in when] + [w.month for w in when[:10]])
+    assert summary.rows == {
+        "train": int((months < 8).sum()),
+        "valid": int((months == 8).sum()),
+        "test": int((months >= 9).sum()),
+    }
+    assert any("duplicate_ids" in note for note in summary.notes)
