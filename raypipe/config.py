@@ -109,6 +109,11 @@ class FeaturesConfig(_Strict):
     """Keep the most frequent levels; rarer ones are treated as unseen (missing)."""
     derived: dict[str, str] = {}
     """New numeric columns from arithmetic on others, e.g. ``{spread: "temp - dewp"}``."""
+    encoding: Literal["native", "onehot", "ordinal"] = "native"
+    """Categoricals: ``native`` codes XGBoost splits on as categories; ``onehot`` or
+    ``ordinal`` for models without categorical support (scikit-learn)."""
+    scale: bool = False
+    """Standardise numeric columns with train-split mean and std (linear models need it)."""
     impute: Literal["none", "mean", "zero"] = "none"
     """Numeric missing values: XGBoost learns a default branch for them, so ``none`` is best for it."""
 

@@ -10,6 +10,7 @@ Encoding, per contract kind (XGBoost reads categorical codes natively):
 - numeric   -> float32, null/NaN stay missing (XGBoost learns a default branch)
 - boolean   -> 0/1, null missing
 - categorical -> index into the train vocabulary; unseen or null -> missing, type 'c'
+                 (or one-hot indicators / ordinal codes: ``features.encoding``)
 - timestamp -> year, month, day, day of week, hour
 - derived   -> arithmetic over raw columns declared in ``features.derived``
 """
@@ -48,6 +49,10 @@ class Preprocessor:
     """Extra numeric inputs computed from the raw columns (``name -> expression``)."""
     fill: dict[str, float] = field(default_factory=dict)
     """Imputed value per numeric column (empty: missing stays missing)."""
+    encoding: str = "native"
+    """Categoricals as ``native`` codes (type 'c'), ``onehot`` indicators or ``ordinal`` codes."""
+    scale: dict[str, tuple[float, float]] = field(default_factory=dict)
+    """Train-split (mean, std) per standardised numeric column."""
     version: int = 1
 
     @classmethod
@@ -57,6 +62,8 @@ class Preprocessor:
         train_stats: dict[str, ColumnStats] | None = None,
         derived: dict[str, str] | None = None,
         impute: str = "none",
+        encoding: str = "native",
+        scale: bool = False,
     ) -> Preprocessor:
         """Fit from a contract whose categories were counted on the train split.
 
@@ -65,6 +72,8 @@ class Preprocessor:
             train_stats: train-split column statistics (for ``impute="mean"``).
             derived: ``name -> expression`` over raw columns, e.g. ``"temp - dewp"``.
             impute: ``none``, ``mean`` (train-split mean) or ``zero``, for numeric columns.
+            encoding: ``native``, ``onehot`` or ``ordinal`` for categoricals.
+            scale: standardise numeric columns with train-split mean and std.
 
         Raises:
             ConfigError: a derived expression is invalid or names an unknown column.
@@ -79,12 +88,20 @@ class Preprocessor:
                 if c.kind == "numeric":
                     mean = (train_stats or {}).get(c.name)
                     fill[c.name] = 0.0 if impute == "zero" or mean is None or mean.mean is None else mean.mean
+        moments: dict[str, tuple[float, float]] = {}
+        if scale:
+            for c in cols:
+                st = (train_stats or {}).get(c.name)
+                if c.kind == "numeric" and st is not None and st.mean is not None:
+                    moments[c.name] = (st.mean, st.std or 1.0)
         return cls(
             columns=cols,
             label=contract.label,
             weight_column=contract.weight_column,
             derived=dict(derived or {}),
             fill=fill,
+            encoding=encoding,
+            scale=moments,
         )
 
     # --- output layout -------------------------------------------------------
@@ -98,6 +115,8 @@ class Preprocessor:
         for c in self.columns:
             if c.kind == "timestamp":
                 names.extend(f"{c.name}__{p}" for p in _DATE_PARTS)
+            elif c.kind == "categorical" and self.encoding == "onehot":
+                names.extend(f"{c.name}={v}" for v in c.categories or [])
             else:
                 names.append(c.name)
         return names + list(self.derived)
@@ -107,9 +126,12 @@ class Preprocessor:
         """XGBoost feature types: 'c' for categorical codes, 'q' otherwise."""
         types = []
         for c in self.columns:
-            types.extend(
-                ["q"] * len(_DATE_PARTS) if c.kind == "timestamp" else ["c" if c.kind == "categorical" else "q"]
-            )
+            if c.kind == "timestamp":
+                types.extend(["q"] * len(_DATE_PARTS))
+            elif c.kind == "categorical" and self.encoding == "onehot":
+                types.extend(["q"] * len(c.categories or []))
+            else:
+                types.append("c" if c.kind == "categorical" and self.encoding == "native" else "q")
         return types + ["q"] * len(self.derived)
 
     # --- transforms ----------------------------------------------------------
@@ -133,9 +155,21 @@ class Preprocessor:
                 if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
                     col = pc.cast(col, pa.string())
                 col = pc.index_in(col, value_set=pa.array(c.categories or [], pa.string()))
+                if self.encoding == "onehot":
+                    k = len(c.categories or [])
+                    block = out[:, j : j + k]
+                    block[:] = 0.0
+                    codes = _to_float(col)
+                    rows = np.flatnonzero(~np.isnan(codes))
+                    block[rows, codes[rows].astype(np.intp)] = 1.0  # unseen/null: all zeros
+                    j += k
+                    continue
             values = _to_float(col)
             if c.name in self.fill:
                 values[np.isnan(values)] = self.fill[c.name]
+            if c.name in self.scale:
+                mean, std = self.scale[c.name]
+                values = (values - mean) / (std or 1.0)
             out[:, j] = values
             j += 1
         for expr in self.derived.values():
@@ -188,6 +222,8 @@ class Preprocessor:
             weight_column=d.get("weight_column"),
             derived=d.get("derived", {}),
             fill=d.get("fill", {}),
+            encoding=d.get("encoding", "native"),
+            scale={k: tuple(v) for k, v in d.get("scale", {}).items()},
             version=d.get("version", 1),
         )
 

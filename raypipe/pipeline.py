@@ -175,7 +175,12 @@ def run_pipeline(
 
     with timer.stage("preprocess") as d:
         prep = Preprocessor.fit(
-            contract, profile.get("train", stats), derived=cfg.features.derived, impute=cfg.features.impute
+            contract,
+            profile.get("train", stats),
+            derived=cfg.features.derived,
+            impute=cfg.features.impute,
+            encoding=cfg.features.encoding,
+            scale=cfg.features.scale,
         )
         prepared = split_ds.map_batches(
             prep.transform_batch, batch_format="pyarrow", fn_kwargs={"passthrough": (SPLIT_COLUMN,)}

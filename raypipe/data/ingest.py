@@ -320,7 +320,7 @@ _READ_TASK_BYTES = 64 * 1024 * 1024
 def _file_read_tasks(source: Source, cpus: float) -> int | None:
     """How many whole-file read tasks to use, or None for Ray Data's default reader.
 
-    Ray Data's default Parquet reader (V2, Ray >= 2.5x) starts footer-reading actors on every read,
+    Ray Data's default Parquet reader in Ray 2.60 (V2) starts footer-reading actors on every read,
     seconds of process start-up on a small node, and bins files into ~128 MiB tasks (few and
     unbalanced there): 0.75 M rows/s against 1.75 M for whole files per task on the 2-CPU
     benchmark (benchmarks/bench_ingest.py). It can split a file by row group, though, so it

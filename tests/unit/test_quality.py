@@ -131,3 +131,29 @@ def test_time_split_boundaries():
         assign(pa.table({"t": pa.array([1.5])}), [], cfg)
     with pytest.raises(ValueError, match="test_after"):
         SplitConfig(method="time", time_column="t")
+
+
+def test_onehot_ordinal_and_scaling_for_models_without_native_categoricals(table):
+    contract, stats = _contract(table)
+    colors = contract.feature("color").categories
+    onehot = Preprocessor.fit(contract, stats, encoding="onehot", scale=True)
+    X = onehot.transform_features(table)
+    cols = [f"color={c}" for c in colors]
+    assert [n for n in onehot.feature_names if n.startswith("color=")] == cols
+    assert "c" not in onehot.feature_types
+    block = X[:, [onehot.feature_names.index(c) for c in cols]]
+    truth = np.array([[v == c for c in colors] for v in table.column("color").to_pylist()], dtype=np.float32)
+    np.testing.assert_array_equal(block, truth)
+    unseen = table.slice(0, 1).set_column(3, "color", pa.array(["purple"]))
+    assert onehot.transform_features(unseen)[0, [onehot.feature_names.index(c) for c in cols]].sum() == 0
+    x = X[:, onehot.feature_names.index("x")]
+    assert abs(float(x.mean())) < 1e-5 and float(x.std()) == pytest.approx(1.0, rel=1e-3)
+
+    ordinal = Preprocessor.fit(contract, stats, encoding="ordinal")
+    j = ordinal.feature_names.index("color")
+    assert ordinal.feature_types[j] == "q"
+    codes = ordinal.transform_features(table)[:, j]
+    assert sorted(set(codes.tolist())) == [0.0, 1.0, 2.0]
+
+    again = Preprocessor.from_dict(onehot.to_dict())
+    np.testing.assert_array_equal(again.transform_features(table), X)
