@@ -244,14 +244,7 @@ def load_config(
             raise ConfigError("no config given: pass a YAML path")
         p = Path(path)
         source = str(p)
-        if not p.is_file():
-            raise ConfigError(f"config file '{p}' not found")
-        try:
-            raw = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"config file '{p}' is not valid YAML: {e}".replace("\n", " ")) from e
-        if not isinstance(raw, dict):
-            raise ConfigError(f"config file '{p}' must be a mapping of sections, got {type(raw).__name__}")
+        raw = read_yaml_mapping(p, "config file")
         raw.setdefault("name", p.stem)
     raw = _interpolate_env(raw, source)
     for item in overrides or []:
@@ -260,6 +253,23 @@ def load_config(
         return PipelineConfig.model_validate(raw)
     except ValidationError as e:
         raise ConfigError(f"invalid {source}: " + "; ".join(_describe(err) for err in e.errors())) from None
+
+
+def read_yaml_mapping(path: Path, what: str) -> dict[str, Any]:
+    """Read a YAML file that must hold a mapping.
+
+    Raises:
+        ConfigError: naming ``what`` and the path when it is missing, not YAML or not a mapping.
+    """
+    if not path.is_file():
+        raise ConfigError(f"{what} '{path}' not found")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{what} '{path}' is not valid YAML: {e}".replace("\n", " ")) from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{what} '{path}' must be a mapping, got {type(data).__name__}")
+    return data
 
 
 def _apply_override(raw: dict[str, Any], item: str) -> None:

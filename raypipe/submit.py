@@ -20,8 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from raypipe.config import read_yaml_mapping
 from raypipe.errors import ConfigError, RaypipeError
 
 DEFAULT_RUNTIME_ENV = Path("jobs") / "runtime_env.yaml"
@@ -67,14 +66,7 @@ def load_runtime_env(
     """
     base = Path(working_dir) if working_dir else Path(".")
     p = Path(path) if path else base / DEFAULT_RUNTIME_ENV
-    if not p.is_file():
-        raise ConfigError(f"runtime_env template '{p}' not found (see jobs/runtime_env.yaml)")
-    try:
-        env = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"runtime_env template '{p}' is not valid YAML: {e}".replace("\n", " ")) from None
-    if not isinstance(env, dict):
-        raise ConfigError(f"runtime_env template '{p}' must be a mapping, got {type(env).__name__}")
+    env = read_yaml_mapping(p, "runtime_env template")
     excludes = env.get("excludes", [])
     if not isinstance(excludes, list) or not all(isinstance(x, str) for x in excludes):
         raise ConfigError(f"'excludes' in '{p}' must be a list of gitignore-style patterns")
