@@ -173,6 +173,7 @@ class ServeConfig(_Strict):
     max_queued_requests: int = Field(256, ge=1)
     max_body_bytes: int = Field(1_000_000, ge=1024)
     request_timeout_s: float = Field(10.0, gt=0)
+    """End-to-end HTTP timeout: the Serve proxy ends a request that takes longer."""
 
 
 class RuntimeConfig(_Strict):

@@ -23,7 +23,7 @@ def deploy(model_uri: str, tracking_uri: str | None, cfg: ServeConfig) -> str:
     if not logging.getLogger("raypipe").isEnabledFor(logging.INFO):
         logging.getLogger("ray.serve").setLevel(logging.WARNING)  # Serve's start-up chatter
     try:
-        serve.start(http_options={"host": cfg.host, "port": port})
+        serve.start(http_options={"host": cfg.host, "port": port, "request_timeout_s": cfg.request_timeout_s})
         # If Serve was already running (a cluster), its proxy keeps its own address.
         http = serve.context._get_global_client().http_config
         host, port = http.host, http.port
