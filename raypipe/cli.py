@@ -231,6 +231,59 @@ def datasets_flights(
     out.print(f"flights dataset at {path}")
 
 
+@app.command("serve")
+def serve_cmd(
+    target: Annotated[
+        str, typer.Argument(help="models:/NAME@ALIAS, models:/NAME/VERSION, a bundle folder, or a config")
+    ],
+    host: Annotated[str | None, typer.Option(help="Bind address (default serve.host: 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="HTTP port (default serve.port: 8000).")] = None,
+    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI.")] = None,
+    address: Annotated[str | None, typer.Option(help="Ray cluster address (default: RAY_ADDRESS or local).")] = None,
+    emit_config: Annotated[Path | None, typer.Option(help="Write a `serve deploy` YAML for this app and exit.")] = None,
+) -> None:
+    """Serve a registered model over HTTP until Ctrl-C (or write its `serve deploy` config)."""
+    import yaml
+
+    from raypipe import runtime
+    from raypipe.config import ServeConfig, load_config
+    from raypipe.serve.deploy import deploy, deploy_config
+
+    try:
+        if target.endswith((".yaml", ".yml")):
+            cfg = load_config(target)
+            serve_cfg = cfg.serve
+            uri = f"models:/{cfg.register.model_name or cfg.name}@{cfg.register.alias}"
+            tracking = tracking_uri or cfg.runtime.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+            tracking = tracking or f"sqlite:///{runtime.work_dir(cfg) / 'mlflow.db'}"
+        else:
+            serve_cfg, uri = ServeConfig(), target
+            tracking = (
+                tracking_uri
+                or os.environ.get("MLFLOW_TRACKING_URI")
+                or f"sqlite:///{Path('.raypipe').resolve() / 'mlflow.db'}"
+            )
+        serve_cfg = serve_cfg.model_copy(
+            update={k: v for k, v in {"host": host, "port": port}.items() if v is not None}
+        )
+        if emit_config:
+            emit_config.write_text(yaml.safe_dump(deploy_config(uri, tracking, serve_cfg), sort_keys=False))
+            out.print(f"wrote {emit_config}: `serve deploy {emit_config}` deploys {uri}")
+            return
+        runtime.connect(address, log_to_driver=_state["debug"])
+        endpoint = deploy(uri, tracking, serve_cfg)
+    except (RaypipeError, Exception) as e:  # noqa: BLE001 - one line for everything
+        _shutdown_local()
+        _fail(e)
+        return
+    out.print(f"Serving {uri} on {endpoint} (POST /predict, /v1/models/<name>:predict, /invocations) — Ctrl-C to stop.")
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    stop.wait()
+    _shutdown_local()
+
+
 @app.command()
 def submit(
     config: Annotated[str, typer.Argument(help="Pipeline YAML inside the working dir, e.g. jobs/flights.yaml")],

@@ -39,6 +39,35 @@ def deploy(model_uri: str, tracking_uri: str | None, cfg: ServeConfig) -> str:
     return f"http://{host}:{port}"
 
 
+def deploy_config(model_uri: str, tracking_uri: str | None, cfg: ServeConfig) -> dict[str, Any]:
+    """A ``serve deploy``-ready config for the same application (loopback unless cfg says otherwise)."""
+    return {
+        "proxy_location": "EveryNode",
+        "http_options": {"host": cfg.host, "port": cfg.port or 8000, "request_timeout_s": cfg.request_timeout_s},
+        "applications": [
+            {
+                "name": cfg.app_name,
+                "route_prefix": "/",
+                "import_path": "raypipe.serve.app:build_app",
+                "args": {
+                    "model_uri": model_uri,
+                    "tracking_uri": tracking_uri,
+                    "max_body_bytes": cfg.max_body_bytes,
+                },
+                "deployments": [
+                    {
+                        "name": "ModelServer",
+                        "num_replicas": cfg.num_replicas,
+                        "max_ongoing_requests": cfg.max_ongoing_requests,
+                        "max_queued_requests": cfg.max_queued_requests,
+                        "ray_actor_options": {"num_cpus": cfg.cpus_per_replica},
+                    }
+                ],
+            }
+        ],
+    }
+
+
 def post_json(url: str, payload: Any, timeout_s: float = 30.0) -> tuple[int, dict[str, Any]]:
     """A real HTTP POST (stdlib only); returns (status, parsed body)."""
     req = urllib.request.Request(

@@ -59,11 +59,15 @@ class RequestParser:
 
     def parse(self, body: bytes) -> pa.Table:
         """Raises RequestError (400 not JSON, 422 invalid fields)."""
+        return self.parse_records(self.load_json(body))
+
+    @staticmethod
+    def load_json(body: bytes) -> Any:
+        """Raises RequestError 400 for a body that is not JSON."""
         try:
-            payload = json.loads(body)
+            return json.loads(body)
         except (ValueError, UnicodeDecodeError) as e:
             raise RequestError(400, f"body is not valid JSON: {e}") from None
-        return self.parse_records(payload)
 
     def parse_records(self, payload: Any) -> pa.Table:
         if isinstance(payload, list) and len(payload) > self.max_records:

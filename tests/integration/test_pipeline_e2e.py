@@ -173,6 +173,23 @@ def test_own_http_predictions_match_the_registered_model(summary: RunSummary, ur
     np.testing.assert_allclose([p["True"] for p in two["probabilities"]], local, atol=2e-6)
 
 
+def test_kserve_and_mlflow_protocols_agree_with_predict(summary: RunSummary) -> None:
+    record = summary.example
+    status, plain = _http("POST", summary.endpoint + "/predict", [record, record])
+    assert status == 200, plain
+    status, kserve = _http("POST", summary.endpoint + "/v1/models/flights:predict", {"instances": [record, record]})
+    assert status == 200 and kserve == {"predictions": plain["prediction"]}, kserve
+    status, records = _http("POST", summary.endpoint + "/invocations", {"dataframe_records": [record]})
+    assert status == 200 and records == {"predictions": plain["prediction"][:1]}, records
+    split = {"columns": list(record), "data": [list(record.values())]}
+    status, by_split = _http("POST", summary.endpoint + "/invocations", {"dataframe_split": split})
+    assert status == 200 and by_split == records
+    status, bad = _http("POST", summary.endpoint + "/invocations", {"dataframe_split": {"columns": ["x"]}})
+    assert status == 422 and "dataframe_split" in bad["error"]
+    status, bad = _http("POST", summary.endpoint + "/v1/models/flights:predict", {"instances": [{"hour": "x"}]})
+    assert status == 422 and "'hour'" in bad["error"]
+
+
 def test_healthz_and_metadata(summary: RunSummary, uri: str, tmp_path: Path) -> None:
     status, health = _http("GET", summary.endpoint + "/healthz")
     assert (status, health) == (200, {"status": "ok"})
