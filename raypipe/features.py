@@ -138,7 +138,8 @@ class Preprocessor:
     def transform_features(self, table: pa.Table) -> np.ndarray:
         """Arrow table -> (rows, features) float32 matrix; missing is NaN."""
         n = table.num_rows
-        out = np.empty((n, len(self.feature_names)), dtype=np.float32)
+        # Filled column by column, so column-major (contiguous writes); returned row-major.
+        out = np.empty((n, len(self.feature_names)), dtype=np.float32, order="F")
         j = 0
         for c in self.columns:
             col = table.column(c.name)
@@ -177,7 +178,7 @@ class Preprocessor:
             values[~np.isfinite(values)] = np.nan  # x / 0 is missing, not inf
             out[:, j] = values
             j += 1
-        return out
+        return np.ascontiguousarray(out)
 
     def encode_label(self, table: pa.Table) -> np.ndarray:
         """Label column -> float32 class index (classification) or value (regression)."""
@@ -186,6 +187,13 @@ class Preprocessor:
             col = col.dictionary_decode()
         if self.label.task == "regression":
             return _to_float(col)
+        if pa.types.is_boolean(col.type):
+            # The codes of "false"/"true" among the classes, as below, without building strings.
+            codes = np.array([_class_index(self.label.classes, v) for v in ("false", "true")], dtype=np.float32)
+            y = codes[col.fill_null(False).to_numpy(zero_copy_only=False).view(np.uint8)]
+            if col.null_count:
+                y[col.is_null().to_numpy(zero_copy_only=False)] = np.nan
+            return y
         col = _label_strings(col)
         return _to_float(pc.index_in(col, value_set=pa.array(self.label.classes, pa.string())))
 
@@ -205,6 +213,15 @@ class Preprocessor:
         for name in passthrough:
             out[name] = batch.column(name).to_numpy()
         return out
+
+    def transform_block(self, batch: pa.Table, passthrough: tuple[str, ...] = ()) -> pa.Table:
+        """``transform_batch`` as the Arrow block Ray Data would build from it, built faster.
+
+        Ray Data infers each 1-D NumPy column's Arrow type element by element (``pa.infer_type``,
+        ~35 ms per 500k rows per column, more than the transform itself); the columns here are
+        plain numbers, so the block is built directly: same schema, same values.
+        """
+        return _arrow_block(self.transform_batch(batch, passthrough))
 
     def decode_classes(self, idx: np.ndarray) -> list[str]:
         classes = np.asarray(self.label.classes, dtype=object)
@@ -235,6 +252,24 @@ class Preprocessor:
         return cls.from_dict(json.loads(Path(path).read_text()))
 
 
+def _arrow_block(out: dict[str, np.ndarray]) -> pa.Table:
+    """NumPy columns -> the Arrow table Ray Data makes of them (2-D as its tensor type)."""
+    from ray.data.block import BlockAccessor
+    from ray.data.extensions import ArrowTensorArray
+
+    if not all(len(v) for v in out.values()):
+        return BlockAccessor.batch_to_block(out)  # Ray's own rules for empty columns
+    columns = {}
+    for name, values in out.items():
+        if values.ndim > 1:
+            columns[name] = ArrowTensorArray.from_numpy(values)
+        elif values.dtype.kind in "biuf":
+            columns[name] = pa.array(values)
+        else:
+            return BlockAccessor.batch_to_block(out)
+    return pa.table(columns)
+
+
 def _to_float(col: pa.Array) -> np.ndarray:
     if pa.types.is_boolean(col.type):
         col = pc.cast(col, pa.int8())
@@ -242,6 +277,10 @@ def _to_float(col: pa.Array) -> np.ndarray:
         col = pc.cast(col, pa.float64())
     # to_numpy turns nulls into NaN for numeric types (a float copy only when nulls exist).
     return np.asarray(col.to_numpy(zero_copy_only=False), dtype=np.float32)
+
+
+def _class_index(classes: list[str] | None, value: str) -> float:
+    return float(classes.index(value)) if classes and value in classes else np.nan
 
 
 def _label_strings(col: pa.Array) -> pa.Array:

@@ -183,7 +183,7 @@ def run_pipeline(
             scale=cfg.features.scale,
         )
         prepared = split_ds.map_batches(
-            prep.transform_batch, batch_format="pyarrow", fn_kwargs={"passthrough": (SPLIT_COLUMN,)}
+            prep.transform_block, batch_format="pyarrow", fn_kwargs={"passthrough": (SPLIT_COLUMN,)}
         ).materialize()
         from ray.data.expressions import col
 

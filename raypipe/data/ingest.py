@@ -272,7 +272,6 @@ def _partitioning(source: Source):
 
 def read(source: Source, columns: list[str] | None = None):
     """Stream the source as a Ray Dataset with projection and predicate pushdown."""
-    import ray
     import ray.data
 
     missing = [c for c in columns or [] if c not in source.schema.names]
@@ -281,34 +280,61 @@ def read(source: Source, columns: list[str] | None = None):
             f"column(s) {missing} not in the data under '{source.uri}'; available: {source.schema.names}",
             columns=missing,
         )
-    ctx = ray.data.DataContext.get_current()
-    tasks = _file_read_tasks(source, ray.cluster_resources().get("CPU", 1.0)) if ray.is_initialized() else None
-    use_v2 = getattr(ctx, "use_datasource_v2", None)
-    if tasks is not None and use_v2 is not None:
-        ctx.use_datasource_v2 = False
-    try:
-        ds = ray.data.read_parquet(
-            list(source.files),
-            filesystem=source.filesystem,
-            columns=columns,
-            partitioning=_partitioning(source),
-            **({"override_num_blocks": tasks} if tasks is not None else {}),
-        )
-    finally:
-        if use_v2 is not None:
-            ctx.use_datasource_v2 = use_v2
+    ds = ray.data.read_parquet(
+        list(source.files),
+        filesystem=source.filesystem,
+        columns=columns,
+        partitioning=_partitioning(source),
+    )
+    if columns is None:
+        ds = _whole_file_read(source, ds) or ds
+    if hasattr(ds.context, "op_resource_reservation_enabled"):
+        # Per-operator reservation keeps a lone (fused) map operator, raypipe's usual plan, at about
+        # one task in flight on a 2-CPU node (1.0 busy CPUs of 2; 2.1 s against 1.3 s for 4 M rows).
+        # This context is this read's own copy: datasets derived from it share it, nothing else does.
+        ds.context.op_resource_reservation_enabled = False
     if source.filter:
         from ray.data._internal.planner.plan_expression.expression_evaluator import (
             ExpressionEvaluator,
         )
 
         ds = ds.filter(expr=ExpressionEvaluator.parse_native_expression(source.filter))
-    if tasks is not None and columns:
-        # The whole-file reader puts partition columns last; keep the order asked for (zero-copy, fused).
-        ds = ds.map_batches(
-            _select_columns, fn_kwargs={"columns": list(columns)}, batch_format="pyarrow", zero_copy_batch=True
-        )
     return ds
+
+
+def _whole_file_read(source: Source, default):
+    """The same rows and types as Ray Data's default reader ``default``, read by whole files.
+
+    Ray Data's default Parquet reader in Ray 2.60 (V2) starts footer-reading actors on every read,
+    seconds of process start-up on a small node, and bins files into ~128 MiB tasks (few and
+    unbalanced there): 0.75 M rows/s against 1.75 M for whole files per task (the older V1
+    reader) on the 2-CPU benchmark (benchmarks/bench_ingest.py). V1 is given V2's schema, which
+    V2 unifies over the first files' footers (int32 and int64 files read as int64 by both), so
+    blocks are identical. Returns None (keep ``default``) when files are too few to keep every CPU
+    busy (V2 splits files by row group), or when this Ray has no V1 reader or no plan-time schema.
+    """
+    import ray
+    import ray.data
+
+    ctx = ray.data.DataContext.get_current()
+    if not ray.is_initialized() or not getattr(ctx, "use_datasource_v2", False):
+        return None
+    tasks = _file_read_tasks(source, ray.cluster_resources().get("CPU", 1.0))
+    schema = default.schema(fetch_if_missing=False) if tasks is not None else None
+    if schema is None or not hasattr(schema, "base_schema"):
+        return None
+    file_schema = pa.schema([f for f in schema.base_schema if f.name not in source.partition_columns])
+    ctx.use_datasource_v2 = False
+    try:
+        return ray.data.read_parquet(
+            list(source.files),
+            filesystem=source.filesystem,
+            partitioning=_partitioning(source),
+            schema=file_schema,  # partition columns are added (typed) by the partitioning
+            override_num_blocks=tasks,
+        )
+    finally:
+        ctx.use_datasource_v2 = True
 
 
 # Read tasks get whole files when there are at least this many files per CPU, and about this
@@ -318,19 +344,8 @@ _READ_TASK_BYTES = 64 * 1024 * 1024
 
 
 def _file_read_tasks(source: Source, cpus: float) -> int | None:
-    """How many whole-file read tasks to use, or None for Ray Data's default reader.
-
-    Ray Data's default Parquet reader in Ray 2.60 (V2) starts footer-reading actors on every read,
-    seconds of process start-up on a small node, and bins files into ~128 MiB tasks (few and
-    unbalanced there): 0.75 M rows/s against 1.75 M for whole files per task on the 2-CPU
-    benchmark (benchmarks/bench_ingest.py). It can split a file by row group, though, so it
-    stays the reader when files are too few to keep every CPU busy.
-    """
+    """How many whole-file read tasks to use, or None: too few files to keep every CPU busy."""
     if len(source.files) < _MIN_FILES_PER_CPU * cpus:
         return None
     by_size = -(-sum(source.sizes) // _READ_TASK_BYTES)
     return max(1, min(len(source.files), max(int(4 * cpus), by_size)))
-
-
-def _select_columns(batch: pa.Table, columns: list[str]) -> pa.Table:
-    return batch.select(columns)
