@@ -104,12 +104,17 @@ def run(
         summary_json.parent.mkdir(parents=True, exist_ok=True)
         summary_json.write_text(json.dumps(summary.to_dict(), indent=2, default=str))
     if serve and summary.endpoint:
-        out.print(f"Serving on {summary.endpoint} — Ctrl-C to stop.")
-        stop = threading.Event()
-        signal.signal(signal.SIGINT, lambda *_: stop.set())
-        signal.signal(signal.SIGTERM, lambda *_: stop.set())
-        stop.wait()
+        _serve_until_stopped(f"Serving on {summary.endpoint} — Ctrl-C to stop.")
     _shutdown_local()
+
+
+def _serve_until_stopped(message: str) -> None:
+    """Block until Ctrl-C or SIGTERM, then stop a Ray this process started."""
+    out.print(message)
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    stop.wait()
 
 
 def _shutdown_local() -> None:
@@ -276,11 +281,9 @@ def serve_cmd(
         _shutdown_local()
         _fail(e)
         return
-    out.print(f"Serving {uri} on {endpoint} (POST /predict, /v1/models/<name>:predict, /invocations) — Ctrl-C to stop.")
-    stop = threading.Event()
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    stop.wait()
+    _serve_until_stopped(
+        f"Serving {uri} on {endpoint} (POST /predict, /v1/models/<name>:predict, /invocations) — Ctrl-C to stop."
+    )
     _shutdown_local()
 
 
