@@ -185,7 +185,8 @@ def node_hosts(nodes: list[dict]) -> tuple[str, ...]:
     return tuple(sorted(hosts))
 
 
-_LOOPBACK = {"localhost", "0.0.0.0", "::1", "::", ""}
+# Client-side host names that mean "this machine" (a URL naming 0.0.0.0 connects locally).
+_THIS_MACHINE = {"localhost", "0.0.0.0", "::1", "::", ""}
 
 
 def is_node_local(uri: str | None) -> bool:
@@ -206,7 +207,7 @@ def is_node_local(uri: str | None) -> bool:
         return True
     if scheme in ("http", "https") or "sql" in scheme:  # MLflow servers and database stores
         host = (parsed.hostname or "").lower()
-        return host in _LOOPBACK or host.startswith("127.")
+        return host in _THIS_MACHINE or host.startswith("127.")
     return False
 
 
