@@ -253,7 +253,7 @@ class _Raypipe:
         from raypipe.data.profile import combine, compute_profile
         from raypipe.data.schema import infer_contract
         from raypipe.data.split import SPLIT_COLUMN, add_split_column
-        from raypipe.features import Preprocessor
+        from raypipe.pipeline import fit_preprocessor
 
         self.path, self.sampler = path, sampler
         self.cfg = cfg = _config(path, args.split_key)
@@ -289,14 +289,7 @@ class _Raypipe:
             stats = combine(profile)
             schema = pa.schema([source.schema.field(n) for n in names])
             contract = infer_contract(schema, stats, profile.get("train", stats), cfg.data, cfg.features)
-            self.prep = Preprocessor.fit(
-                contract,
-                profile.get("train", stats),
-                derived=cfg.features.derived,
-                impute=cfg.features.impute,
-                encoding=cfg.features.encoding,
-                scale=cfg.features.scale,
-            )
+            self.prep = fit_preprocessor(cfg, contract, profile.get("train", stats))
             self.res["profile_s"] = round(time.perf_counter() - t0, 3)
         self.prep.save(prep_file)
         self.res["features"] = len(self.prep.feature_names)

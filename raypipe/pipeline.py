@@ -174,14 +174,7 @@ def run_pipeline(
         d.extend(f"[{f.action}] {f.rule}:{f.column}" for f in qreport.findings[:5])
 
     with timer.stage("preprocess") as d:
-        prep = Preprocessor.fit(
-            contract,
-            profile.get("train", stats),
-            derived=cfg.features.derived,
-            impute=cfg.features.impute,
-            encoding=cfg.features.encoding,
-            scale=cfg.features.scale,
-        )
+        prep = fit_preprocessor(cfg, contract, profile.get("train", stats))
         prepared = split_ds.map_batches(
             prep.transform_block, batch_format="pyarrow", fn_kwargs={"passthrough": (SPLIT_COLUMN,)}
         ).materialize()
@@ -258,6 +251,18 @@ def run_pipeline(
             d.append(f"{summary.endpoint}/predict -> {body.get('prediction')}")
     summary.stage_seconds = timer.seconds
     return summary
+
+
+def fit_preprocessor(cfg: PipelineConfig, contract: Contract, train_stats) -> Preprocessor:
+    """The preprocessor the ``features`` section asks for, fitted on train-split statistics."""
+    return Preprocessor.fit(
+        contract,
+        train_stats,
+        derived=cfg.features.derived,
+        impute=cfg.features.impute,
+        encoding=cfg.features.encoding,
+        scale=cfg.features.scale,
+    )
 
 
 def infer_schema(cfg: PipelineConfig, address: str | None = None) -> Contract:

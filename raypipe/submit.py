@@ -16,22 +16,22 @@ import os
 import shlex
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from raypipe._workdir import (  # noqa: F401 - re-exported: the size check is part of submit's API
+    MAX_UPLOAD_BYTES,
+    UploadSize,
+    check_working_dir,
+    mib,
+    working_dir_size,
+)
 from raypipe.config import read_yaml_mapping
 from raypipe.errors import ConfigError, RaypipeError
 
 DEFAULT_RUNTIME_ENV = Path("jobs") / "runtime_env.yaml"
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
-MAX_UPLOAD_BYTES = 100 * 1024**2
-"""Ray's dashboard accepts request bodies up to 100 MiB (``DASHBOARD_CLIENT_MAX_SIZE``);
-the working dir is zipped without compression, so file sizes add up to the upload."""
-_ZIP_ENTRY_OVERHEAD = 100  # local header + central directory entry, roughly, per file
-_GITIGNORE_OFF_ENV = "RAY_RUNTIME_ENV_IGNORE_GITIGNORE"
-_DEFAULT_EXCLUDES_ENV = "RAY_OVERRIDE_RUNTIME_ENV_DEFAULT_EXCLUDES"
-_RAY_DEFAULT_EXCLUDES = ".git,.venv,venv,__pycache__"  # Ray 2.60's own, always applied to a working_dir
 
 EXIT_CODES = {"SUCCEEDED": 0, "FAILED": 1, "STOPPED": 130}
 """Exit code per final job status; a FAILED job exits with its driver's code when Ray reports it."""
@@ -84,126 +84,6 @@ def load_runtime_env(
         if not isinstance(v, str):
             raise ConfigError(f"env_vars.{k} in '{p}' must be a string (quote it), got {type(v).__name__}")
     return env
-
-
-# --------------------------------------------------------------------------- working-dir size
-
-
-@dataclass
-class UploadSize:
-    """What Ray would zip from a working dir."""
-
-    root: Path
-    total_bytes: int = 0
-    files: int = 0
-    largest: list[tuple[str, int]] = field(default_factory=list)
-    """The biggest files, ``(relative path, bytes)``, largest first."""
-
-    @property
-    def upload_bytes(self) -> int:
-        return self.total_bytes + self.files * _ZIP_ENTRY_OVERHEAD
-
-
-def _matcher(root: Path, patterns: Iterable[str]) -> Callable[[Path], bool] | None:
-    from ray._private.thirdparty.pathspec import PathSpec
-
-    lines = [ln for ln in patterns if ln.strip()]
-    if not lines:
-        return None
-    spec = PathSpec.from_lines("gitwildmatch", lines)
-
-    def match(p: Path) -> bool:
-        rel = p.relative_to(root).as_posix()
-        # Ray matches the path without a trailing slash, so "dir/" patterns hit
-        # only the folder itself (and Ray then skips everything under it).
-        return spec.match_file(rel) or (p.is_dir() and spec.match_file(rel + "/"))
-
-    return match
-
-
-def _ignore_file_matcher(folder: Path, name: str) -> Callable[[Path], bool] | None:
-    f = folder / name
-    if not f.is_file():
-        return None
-    return _matcher(folder, f.read_text().splitlines())
-
-
-def working_dir_size(
-    root: str | Path,
-    excludes: Iterable[str] = (),
-    *,
-    include_gitignore: bool | None = None,
-    top: int = 5,
-) -> UploadSize:
-    """Add up the files Ray would upload from ``root``.
-
-    Follows Ray 2.60's packaging walk: Ray's default excludes (``.git``,
-    ``.venv``, ``venv``, ``__pycache__``; ``RAY_OVERRIDE_RUNTIME_ENV_DEFAULT_EXCLUDES``)
-    plus ``excludes``, gitignore-style patterns relative to ``root``; every
-    folder's ``.gitignore`` (unless ``RAY_RUNTIME_ENV_IGNORE_GITIGNORE=1``) and
-    ``.rayignore`` apply to what is under that folder; an excluded folder is not entered.
-    """
-    root = Path(root).expanduser().resolve()
-    if include_gitignore is None:
-        include_gitignore = os.environ.get(_GITIGNORE_OFF_ENV, "0") != "1"
-    defaults = os.environ.get(_DEFAULT_EXCLUDES_ENV, _RAY_DEFAULT_EXCLUDES)
-    size = UploadSize(root)
-    sizes: list[tuple[int, str]] = []
-    base = _matcher(root, [x.strip() for x in defaults.split(",") if x.strip()] + list(excludes))
-    matchers: list[Callable[[Path], bool]] = [base] if base else []
-
-    def walk(p: Path) -> None:
-        added = 0
-        if p.is_dir():
-            for name in ((".gitignore",) if include_gitignore else ()) + (".rayignore",):
-                m = _ignore_file_matcher(p, name)
-                if m:
-                    matchers.append(m)
-                    added += 1
-        try:
-            if p != root and any(m(p) for m in matchers):
-                return
-            if p.is_symlink() and not p.exists():
-                return
-            if p.is_file():
-                n = p.stat().st_size
-                size.total_bytes += n
-                size.files += 1
-                sizes.append((n, p.relative_to(root).as_posix()))
-            elif p.is_dir():
-                for child in sorted(p.iterdir()):
-                    walk(child)
-        finally:
-            for _ in range(added):
-                matchers.pop()
-
-    walk(root)
-    sizes.sort(reverse=True)
-    size.largest = [(rel, n) for n, rel in sizes[:top]]
-    return size
-
-
-def _mib(n: float) -> str:
-    return f"{n / 1024**2:.1f} MiB"
-
-
-def check_working_dir(
-    root: str | Path, excludes: Iterable[str] = (), limit_bytes: int = MAX_UPLOAD_BYTES
-) -> UploadSize:
-    """Measure the working dir and fail before zipping anything if Ray would refuse it.
-
-    Raises:
-        ConfigError: over ``limit_bytes``, naming the largest files and how to exclude them.
-    """
-    size = working_dir_size(root, excludes)
-    if size.upload_bytes > limit_bytes:
-        biggest = ", ".join(f"{rel} ({_mib(n)})" for rel, n in size.largest)
-        raise ConfigError(
-            f"the working dir {size.root} would upload {_mib(size.upload_bytes)} in {size.files} files, over Ray's "
-            f"{_mib(limit_bytes)} limit for a job's working dir. Largest: {biggest}. Add them to 'excludes' in the "
-            "runtime_env template (or to .rayignore), or put data on shared storage and point data.path at it"
-        )
-    return size
 
 
 # --------------------------------------------------------------------------- the job
@@ -363,7 +243,7 @@ def submit(
         raise ConfigError(f"every file under {wd} is excluded; check 'excludes' in the runtime_env template")
     cmd = entrypoint(rel_config, overrides, tracking_uri=tracking_uri, no_serve=no_serve, debug=debug)
     c = client(address)
-    echo(f"uploading {wd} ({_mib(upload.upload_bytes)}, {upload.files} files) and submitting: {cmd}\n")
+    echo(f"uploading {wd} ({mib(upload.upload_bytes)}, {upload.files} files) and submitting: {cmd}\n")
     try:
         job_id = c.submit_job(entrypoint=cmd, runtime_env=env, submission_id=submission_id)
     except Exception as e:
