@@ -65,7 +65,8 @@ def main_options(
 
 
 def _print_stage(name: str, seconds: float, detail: str) -> None:
-    out.print(f"[green]✓[/] [bold]{name:<10}[/] {seconds:7.1f}s  {detail}", highlight=False, soft_wrap=True)
+    mark = "[cyan]↺[/]" if detail.startswith("cached") else "[green]✓[/]"
+    out.print(f"{mark} [bold]{name:<10}[/] {seconds:7.1f}s  {escape(detail)}", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -77,8 +78,16 @@ def run(
     no_serve: Annotated[bool, typer.Option("--no-serve", help="Skip deploying to Ray Serve.")] = False,
     address: Annotated[str | None, typer.Option(help="Ray cluster address (default: RAY_ADDRESS or local).")] = None,
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI.")] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Recompute every stage.")] = False,
+    from_stage: Annotated[
+        str | None, typer.Option("--from", help="Recompute this stage and the ones after it (e.g. train).")
+    ] = None,
 ) -> None:
-    """Run the pipeline: ingest, split, preprocess, train, evaluate, register, serve."""
+    """Run the pipeline: ingest, split, preprocess, train, evaluate, register, serve.
+
+    Finished stages are cached: a rerun reuses every stage whose code, config and
+    inputs did not change, and a killed run resumes from the last finished stage.
+    """
     from raypipe.config import load_config
 
     try:
@@ -94,9 +103,12 @@ def run(
             serve_model=False if no_serve else None,
             report=_print_stage,
             verbose=_state["debug"],
+            use_cache=not no_cache,
+            rerun_from=from_stage,
         )
     except (RaypipeError, Exception) as e:  # noqa: BLE001 - one line for everything
         _shutdown_local()
+        err.print(f"[dim]finished stages are cached; resume with: raypipe run {shlex.quote(str(config))}[/]")
         _fail(e)
         return
     _print_summary(summary, keep_serving=serve)
@@ -358,11 +370,15 @@ def submit(
     raise typer.Exit(result.exit_code)
 
 
+# Commands for managing models live in their own module; importing it registers them.
+from raypipe import cli_models  # noqa: E402, F401
+
+
 def main() -> None:
     try:
         app()
     except KeyboardInterrupt:
-        err.print("interrupted")
+        err.print("interrupted: finished stages are cached, so the same command resumes")
         sys.exit(130)
 
 

@@ -158,7 +158,11 @@ class RegisterConfig(_Strict):
     experiment: str = "raypipe"
     alias: str = "champion"
     max_regression: float = Field(0.001, ge=0)
-    """The new version takes the alias unless it is worse than the champion by more."""
+    """The new version takes the alias unless it is worse than the champion by more. Both are
+    scored on this run's test split."""
+    floors: dict[str, float] = {}
+    """Absolute bounds on test metrics, e.g. ``{auc: 0.7, rmse: 12}``: at least this for metrics
+    where higher is better, at most this otherwise. A version that fails one never takes the alias."""
 
 
 class ServeConfig(_Strict):

@@ -1,9 +1,11 @@
-"""The pipeline: stages in order, each timed, from Parquet to a served model.
+"""The pipeline: stages in order, each timed, cached and tracked, from Parquet to a served model.
 
-    ingest -> profile (split, contract) -> preprocess -> train -> evaluate -> register -> serve
+    ingest -> profile (split, contract) -> quality -> preprocess -> train -> evaluate -> register -> serve
 
-Stages are plain functions of typed inputs; Ray, MLflow and Serve are touched
-only here and in their own modules.
+Each stage's output is stored under a key of its code, config and inputs
+(raypipe.cache), so a rerun reuses what did not change and a killed run resumes
+from the last finished stage. One parent MLflow run per pipeline run, one nested
+run per stage; a manifest and audit events are written at the end.
 """
 
 from __future__ import annotations
@@ -11,8 +13,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import math
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,17 +20,29 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 
-from raypipe import runtime
+from raypipe import audit, manifest, runtime, steps
+from raypipe.cache import CACHED, StageCache, stage_key
 from raypipe.config import PipelineConfig, config_hash
 from raypipe.data import ingest, quality
-from raypipe.data.profile import SPLIT_NAMES, combine, compute_profile
-from raypipe.data.schema import Contract, infer_contract
+from raypipe.data.profile import SPLIT_NAMES, combine
+from raypipe.data.schema import Contract
 from raypipe.data.split import SPLIT_COLUMN, add_split_column
-from raypipe.evaluate import EvalReport, evaluate
-from raypipe.features import Preprocessor
+from raypipe.manifest import MANIFEST_FILE
+from raypipe.stages import (
+    STAGE_CODE,
+    STAGES,
+    Evaluated,
+    Ingested,
+    Prepared,
+    Profiled,
+    QualityResult,
+    Registered,
+    Trained,
+)
+from raypipe.steps import fit_preprocessor, infer_schema  # noqa: F401 - public re-exports
+from raypipe.tracking import log_results
 
 log = logging.getLogger(__name__)
 
@@ -58,15 +70,24 @@ class RunSummary:
     example: dict[str, Any] | None = None
     prediction: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
+    stage_keys: dict[str, str] = field(default_factory=dict)
+    cached_stages: list[str] = field(default_factory=list)
+    artifact_hashes: dict[str, str] | None = None
+    cluster: dict[str, Any] | None = None
+    manifest_path: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 class _Timer:
-    def __init__(self, report: Reporter | None) -> None:
+    """Times each stage, reports it, and records it as a nested MLflow run."""
+
+    def __init__(self, report: Reporter | None, tracker) -> None:
         self.seconds: dict[str, float] = {}
+        self.cached: list[str] = []
         self._report = report
+        self._tracker = tracker
 
     @contextmanager
     def stage(self, name: str) -> Iterator[list[str]]:
@@ -74,8 +95,13 @@ class _Timer:
         t0 = time.perf_counter()
         yield detail
         self.seconds[name] = round(time.perf_counter() - t0, 3)
+        cached = bool(detail) and detail[0] == CACHED
+        if cached:
+            self.cached.append(name)
+        text = " ".join(detail)
         if self._report:
-            self._report(name, self.seconds[name], " ".join(detail))
+            self._report(name, self.seconds[name], text)
+        self._tracker.stage(name, self.seconds[name], cached, text)
 
 
 def run_pipeline(
@@ -87,8 +113,10 @@ def run_pipeline(
     serve_model: bool | None = None,
     report: Reporter | None = None,
     verbose: bool = False,
+    use_cache: bool = True,
+    rerun_from: str | None = None,
 ) -> RunSummary:
-    """Run every stage and return the summary.
+    """Run every stage, reusing cached stage outputs, and return the summary.
 
     Args:
         cfg: the validated config.
@@ -98,16 +126,20 @@ def run_pipeline(
         serve_model: deploy to Serve; default ``cfg.serve.enabled``.
         report: progress callback.
         verbose: forward Ray worker logs to this process.
+        use_cache: ``False`` recomputes every stage (outputs are still stored for the next run).
+        rerun_from: recompute this stage and every later one.
 
     Raises:
         RaypipeError: any stage's failure, as its subclass.
     """
     import os
 
-    timer = _Timer(report)
+    from raypipe.tracking import Tracker, flatten, log_code_and_env
+
     work = runtime.work_dir(cfg)
     tracking_uri = tracking_uri or cfg.runtime.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     tracking_uri = tracking_uri or _default_tracking(work)
+    cache = StageCache(work / "cache", enabled=use_cache, rerun_from=rerun_from, order=STAGES)
     # Metadata checks first: a wrong path or label fails before Ray starts.
     path = ingest.resolve_path(cfg.data.path, work / "datasets")
     source = ingest.discover(path, cfg.data.filter)
@@ -120,7 +152,71 @@ def run_pipeline(
             f"available columns: {', '.join(names)}",
             column=cfg.data.label,
         )
+    fp = ingest.fingerprint(source, cfg.data.columns)
+    chash = config_hash(cfg)
+    code, packages = manifest.code_info(), manifest.package_versions()
+    run_name = f"{cfg.name}-{dt.datetime.now():%Y%m%d-%H%M%S}"
+    tracker = Tracker(tracking_uri, cfg.register.experiment, work / "mlartifacts", run_name, cfg.register.enabled)
+    audit.record(work, "run_start", name=cfg.name, run_id=tracker.run_id, config_hash=chash, data_fingerprint=fp)
+    tracker.log_params(flatten(cfg.model_dump(mode="json")))
+    tracker.set_tags({"raypipe.config_hash": chash, "raypipe.data_fingerprint": fp})
+    tracker.log_text(config_text or json.dumps(cfg.model_dump(mode="json"), indent=2), "config.yaml")
+    tracker.log_text(json.dumps(cfg.model_dump(mode="json"), indent=2), "config.resolved.json")
+    log_code_and_env(tracker, code, packages, manifest.all_packages() if tracker.enabled else "")
+    ctx = _Run(cfg, work, source, path, names, fp, chash, cache, _Timer(report, tracker), tracker, tracking_uri)
+    try:
+        summary = _run_stages(ctx, address, serve_model, verbose)
+    except BaseException as e:
+        status = "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED"
+        audit.record(work, "run_failed", name=cfg.name, run_id=tracker.run_id, error=str(e).splitlines()[0][:300])
+        tracker.end(status)
+        raise
+    m = manifest.build(cfg, summary, data_path=path, files=len(source.files), code=code, packages=packages)
+    summary.manifest_path = str(
+        manifest.write(work / "runs" / cfg.name / (tracker.run_id or run_name) / MANIFEST_FILE, m)
+    )
+    tracker.log_artifact(summary.manifest_path)
+    audit.record(
+        work,
+        "run_end",
+        name=cfg.name,
+        run_id=tracker.run_id,
+        model=summary.model_name,
+        version=summary.model_version,
+        cached=ctx.timer.cached,
+        metrics=summary.metrics,
+    )
+    entries = audit.read(work, run_id=tracker.run_id) if tracker.run_id else []
+    tracker.log_text("".join(json.dumps(e, default=str) + "\n" for e in entries), "audit.jsonl")
+    tracker.end()
+    return summary
 
+
+@dataclass
+class _Run:
+    cfg: PipelineConfig
+    work: Path
+    source: Any
+    path: str
+    names: list[str]
+    fingerprint: str
+    config_hash: str
+    cache: StageCache
+    timer: _Timer
+    tracker: Any
+    tracking_uri: str
+    keys: dict[str, str] = field(default_factory=dict)
+
+
+def _key(ctx: _Run, stage: str, config: Any, *upstream: str) -> str:
+    inputs = [ctx.keys[u] for u in upstream] if upstream else [ctx.fingerprint]
+    ctx.keys[stage] = stage_key(stage, code=STAGE_CODE[stage], config=config, inputs=inputs)
+    return ctx.keys[stage]
+
+
+def _run_stages(ctx: _Run, address: str | None, serve_model: bool | None, verbose: bool) -> RunSummary:
+    cfg, work, timer, cache = ctx.cfg, ctx.work, ctx.timer, ctx.cache
+    data_cfg = cfg.data.model_dump(mode="json")
     with timer.stage("ray") as d:
         session = runtime.connect(address or cfg.runtime.address, cfg.runtime.num_cpus, log_to_driver=verbose)
         d.append(f"{session.total_cpus:g} CPUs, {session.num_nodes} node(s)")
@@ -128,85 +224,80 @@ def run_pipeline(
         runtime.check_shared_storage(
             session,
             {
-                "data.path": path,
-                "MLflow tracking store": tracking_uri if cfg.register.enabled else None,
+                "data.path": ctx.path,
+                "MLflow tracking store": ctx.tracking_uri if cfg.register.enabled else None,
                 "checkpoints (runtime.storage_path)": storage,
             },
             cfg.runtime.shared_storage,
         )
+    ds = ingest.read(ctx.source, cfg.data.columns)
+    split_key = cfg.data.split.key or ([cfg.data.id_column] if cfg.data.id_column else list(ctx.names))
+    split_ds = ds.map_batches(
+        add_split_column,
+        batch_format="pyarrow",
+        fn_kwargs={"key": split_key, "cfg": cfg.data.split},
+        zero_copy_batch=True,
+    )
 
     with timer.stage("ingest") as d:
-        if cfg.data.validate_files:
-            ingest.validate_files(source)
-        fp = ingest.fingerprint(source, cfg.data.columns)
-        ds = ingest.read(source, cfg.data.columns)
-        d.append(f"{len(source.files)} files, fingerprint {fp}")
+        key = _key(ctx, "ingest", {k: data_cfg[k] for k in ("path", "filter", "columns", "validate_files")})
+        ing = cache.reuse_or_run("ingest", key, Ingested, lambda: _ingest(ctx), d)
+        d.append(f"{ing.files} files, fingerprint {ing.fingerprint}")
 
+    declared = Contract.load(cfg.data.schema_file) if cfg.data.schema_file else None
+    schema = pa.schema([ctx.source.schema.field(n) for n in ctx.names])
     with timer.stage("profile") as d:
-        key = cfg.data.split.key or ([cfg.data.id_column] if cfg.data.id_column else list(names))
-        split_ds = ds.map_batches(
-            add_split_column,
-            batch_format="pyarrow",
-            fn_kwargs={"key": key, "cfg": cfg.data.split},
-            zero_copy_batch=True,
+        conf = {
+            "data": data_cfg,
+            "features": cfg.features.model_dump(mode="json"),
+            "declared": declared.to_dict() if declared else None,
+        }
+        key = _key(ctx, "profile", conf, "ingest")
+        prof = cache.reuse_or_run(
+            "profile", key, Profiled, lambda: steps.profile_data(cfg, schema, ds, split_ds, declared), d
         )
-        profile = compute_profile(split_ds, SPLIT_COLUMN, cfg.features.categorical)
-        stats = combine(profile)
-        if not stats:
-            from raypipe.errors import DataError
-
-            raise DataError(f"the dataset under '{cfg.data.path}' is empty (0 rows); check data.path and data.filter")
-        schema = pa.schema([source.schema.field(n) for n in names])
-        declared = Contract.load(cfg.data.schema_file) if cfg.data.schema_file else None
-        contract = infer_contract(schema, stats, profile.get("train", stats), cfg.data, cfg.features, declared)
-        rows = {s: profile[s][cfg.data.label].count if s in profile else 0 for s in SPLIT_NAMES}
-        _check_splits(rows)
-        d.append(f"task={contract.label.task} rows={rows} features={len(contract.features)}")
+        steps.check_splits(prof.rows)
+        d.append(f"task={prof.contract.label.task} rows={prof.rows} features={len(prof.contract.features)}")
+    stats = combine(prof.profile)
+    train_stats = prof.profile.get("train", stats)
 
     with timer.stage("quality") as d:
-        dups = quality.count_duplicate_ids(ds, cfg.data.id_column) if cfg.data.id_column else None
-        qreport = quality.check(stats, contract, declared, cfg.data.quality, dups)
+        key = _key(ctx, "quality", data_cfg["quality"], "profile")
+
+        def _check() -> QualityResult:
+            dups = quality.count_duplicate_ids(ds, cfg.data.id_column) if cfg.data.id_column else None
+            rep = quality.check(stats, prof.contract, declared, cfg.data.quality, dups)
+            quality.enforce(rep, ctx.source, declared)
+            return QualityResult(rep)
+
+        qreport = cache.reuse_or_run("quality", key, QualityResult, _check, d).report
         qreport.save(work / "runs" / cfg.name)
-        quality.enforce(qreport, source, declared)
         for f in qreport.findings:
             log.info("data quality [%s] %s '%s': %s", f.action, f.rule, f.column, f.message)
         d.append(f"{len(qreport.findings)} finding(s)")
         d.extend(f"[{f.action}] {f.rule}:{f.column}" for f in qreport.findings[:5])
 
     with timer.stage("preprocess") as d:
-        prep = fit_preprocessor(cfg, contract, profile.get("train", stats))
-        prepared = split_ds.map_batches(
-            prep.transform_block, batch_format="pyarrow", fn_kwargs={"passthrough": (SPLIT_COLUMN,)}
-        ).materialize()
-        from ray.data.expressions import col
-
-        # Materialise each split now: during the fit Train workers hold most CPUs, and
-        # a lazy filter would need a CPU of its own to run (the classic 2-CPU hang).
-        parts = {name: prepared.filter(expr=col(SPLIT_COLUMN) == i).materialize() for i, name in enumerate(SPLIT_NAMES)}
-        del prepared
-        example_rows = ds.take_batch(3, batch_format="pyarrow")
+        key = _key(ctx, "preprocess", cfg.features.model_dump(mode="json"), "profile")
+        prep_out = cache.reuse_or_run(
+            "preprocess", key, Prepared, lambda: steps.preprocess(cfg, prof.contract, train_stats, split_ds), d
+        )
+        prep = prep_out.preprocessor
         d.append(f"{len(prep.feature_names)} model inputs")
 
-    from raypipe.train import xgboost as xgb_train
-
+    serving = _serving(cfg, serve_model) and cfg.register.enabled
+    serve_cpus = cfg.serve.num_replicas * cfg.serve.cpus_per_replica if serving else 0.0
+    budget = runtime.CpuBudget.plan(session, cfg.train, cfg.runtime.data_cpus, serve_cpus)
+    ctx.tracker.set_tags({"raypipe.cpu_budget": json.dumps(asdict(budget))})
     with timer.stage("train") as d:
-        serve_cpus = cfg.serve.num_replicas * cfg.serve.cpus_per_replica if _serving(cfg, serve_model) else 0.0
-        budget = runtime.CpuBudget.plan(session, cfg.train, cfg.runtime.data_cpus, serve_cpus)
-        pos_weight = _pos_weight(profile, contract) if contract.label.task == "binary" else None
-        params = xgb_train.xgb_params(
-            cfg.train, contract.label.task, len(contract.label.classes or []), budget.nthread, pos_weight
-        )
-        run_name = f"{cfg.name}-{dt.datetime.now():%Y%m%d-%H%M%S}"
-        fit = xgb_train.fit(
-            parts["train"],
-            parts["valid"],
-            feature_names=prep.feature_names,
-            feature_types=prep.feature_types,
-            params=params,
-            cfg=cfg.train,
-            budget=budget,
-            storage_path=storage,
-            run_name=run_name,
+        conf = {"train": cfg.train.model_dump(mode="json"), "tune": cfg.tune.model_dump(mode="json")}
+        key = _key(ctx, "train", conf, "preprocess")
+        fit = cache.reuse_or_run(
+            "train",
+            key,
+            Trained,
+            lambda: steps.train_model(cfg, prof, prep, prep_out.parts, budget, storage),
+            d,
         )
         d.append(
             f"{budget.num_workers} worker(s) x {budget.cpus_per_worker:g} CPU, nthread={budget.nthread}, "
@@ -214,34 +305,60 @@ def run_pipeline(
         )
 
     with timer.stage("evaluate") as d:
-        report_ = _evaluate(fit.booster, parts["test"], contract, cfg.evaluate.primary_metric)
-        d.append(" ".join(f"test_{k}={v:.4f}" for k, v in report_.metrics.items()))
+        key = _key(ctx, "evaluate", cfg.evaluate.model_dump(mode="json"), "train")
+        ev = cache.reuse_or_run(
+            "evaluate",
+            key,
+            Evaluated,
+            lambda: steps.evaluate_model(fit.booster, prep_out.parts["test"], prof.contract, cfg),
+            d,
+        )
+        d.append(" ".join(f"test_{k}={v:.4f}" for k, v in ev.report.metrics.items()))
 
     summary = RunSummary(
         name=cfg.name,
-        config_hash=config_hash(cfg),
-        data_fingerprint=fp,
-        task=contract.label.task,
-        rows=rows,
-        metrics=report_.prefixed(),
-        tracking_uri=tracking_uri,
+        config_hash=ctx.config_hash,
+        data_fingerprint=ctx.fingerprint,
+        task=prof.contract.label.task,
+        rows=prof.rows,
+        metrics=ev.report.prefixed(),
+        tracking_uri=ctx.tracking_uri,
+        run_id=ctx.tracker.run_id,
+        experiment_id=ctx.tracker.experiment_id,
+        example=prof.example,
+        stage_seconds=timer.seconds,
+        stage_keys=ctx.keys,
+        cached_stages=timer.cached,
     )
-    summary.example = _json_row(example_rows, contract)
-    summary.notes = list(contract.notes) + [
+    summary.notes = list(prof.contract.notes) + [
         f"data quality [{f.action}] {f.rule} '{f.column}': {f.message}" for f in qreport.findings
     ]
+    log_results(ctx.tracker, summary, fit, qreport, ctx.path, ctx.cfg.name, ctx.timer.cached)
 
     if cfg.register.enabled:
         with timer.stage("register") as d:
-            _register(cfg, summary, fit, prep, contract, report_, work, tracking_uri, config_text, budget, path)
+            conf = {"register": cfg.register.model_dump(mode="json"), "store": ctx.tracking_uri}
+            key = _key(ctx, "register", conf, "evaluate")
+            reg = cache.reuse_or_run(
+                "register",
+                key,
+                Registered,
+                lambda: _register(ctx, fit, prep, prof, ev, split_ds),
+                d,
+            )
+            summary.model_name, summary.model_version = reg.model_name, reg.model_version
+            summary.champion, summary.gate_reason, summary.artifact_hashes = reg.champion, reg.gate_reason, reg.hashes
+            ctx.tracker.set_tags(
+                {"raypipe.model": f"{reg.model_name}/{reg.model_version}", "raypipe.gate": reg.gate_reason}
+            )
             d.append(f"{summary.model_name} v{summary.model_version} ({summary.gate_reason})")
 
-    if _serving(cfg, serve_model) and cfg.register.enabled:
+    if serving:
         from raypipe.serve.deploy import deploy, post_json
 
         with timer.stage("serve") as d:
             uri = f"models:/{summary.model_name}@{cfg.register.alias}"
-            summary.endpoint = deploy(uri, tracking_uri, cfg.serve)
+            summary.endpoint = deploy(uri, ctx.tracking_uri, cfg.serve)
             status, body = post_json(summary.endpoint + "/predict", summary.example)
             if status != 200:
                 from raypipe.errors import ServingError
@@ -250,35 +367,41 @@ def run_pipeline(
             summary.prediction = body
             d.append(f"{summary.endpoint}/predict -> {body.get('prediction')}")
     summary.stage_seconds = timer.seconds
+    summary.cluster = {"cpus": session.total_cpus, "nodes": session.num_nodes, "budget": asdict(budget)}
     return summary
 
 
-def fit_preprocessor(cfg: PipelineConfig, contract: Contract, train_stats) -> Preprocessor:
-    """The preprocessor the ``features`` section asks for, fitted on train-split statistics."""
-    return Preprocessor.fit(
-        contract,
-        train_stats,
-        derived=cfg.features.derived,
-        impute=cfg.features.impute,
-        encoding=cfg.features.encoding,
-        scale=cfg.features.scale,
+def _ingest(ctx: _Run) -> Ingested:
+    if ctx.cfg.data.validate_files:
+        ingest.validate_files(ctx.source)
+    return Ingested(ctx.fingerprint, len(ctx.source.files), ctx.cfg.data.validate_files)
+
+
+def _register(ctx: _Run, fit: Trained, prep, prof: Profiled, ev: Evaluated, split_ds) -> Registered:
+    from ray.data.expressions import col
+
+    from raypipe.publish import register_version
+
+    if not ctx.tracker.run_id:
+        from raypipe.errors import RegistryError
+
+        raise RegistryError("registering needs an MLflow run; is register.enabled set?")
+    raw_test = split_ds.filter(expr=col(SPLIT_COLUMN) == SPLIT_NAMES.index("test"))
+    reg, decision, _ = register_version(
+        cfg=ctx.cfg,
+        work=ctx.work,
+        booster=fit.booster,
+        prep=prep,
+        contract=prof.contract,
+        evaluated=ev,
+        example=prof.example,
+        raw_test_ds=raw_test,
+        run_id=ctx.tracker.run_id,
+        fingerprint=ctx.fingerprint,
+        config_hash=ctx.config_hash,
     )
-
-
-def infer_schema(cfg: PipelineConfig, address: str | None = None) -> Contract:
-    """Profile the data (all rows) and return the inferred contract: ``raypipe schema infer``."""
-    work = runtime.work_dir(cfg)
-    source = ingest.discover(ingest.resolve_path(cfg.data.path, work / "datasets"), cfg.data.filter)
-    runtime.connect(address or cfg.runtime.address, cfg.runtime.num_cpus, log_to_driver=False)
-    ds = ingest.read(source, cfg.data.columns)
-    stats = combine(compute_profile(ds, None, cfg.features.categorical))
-    if not stats:
-        from raypipe.errors import DataError
-
-        raise DataError(f"the dataset under '{cfg.data.path}' is empty (0 rows)")
-    names = cfg.data.columns or source.schema.names
-    schema = pa.schema([source.schema.field(n) for n in names])
-    return infer_contract(schema, stats, stats, cfg.data, cfg.features)
+    ctx.tracker.log_text(json.dumps(decision.to_dict(), indent=2), "gate.json")
+    return reg
 
 
 def _default_tracking(work: Path) -> str:
@@ -289,117 +412,3 @@ def _default_tracking(work: Path) -> str:
 
 def _serving(cfg: PipelineConfig, serve_model: bool | None) -> bool:
     return cfg.serve.enabled if serve_model is None else serve_model
-
-
-def _check_splits(rows: dict[str, int]) -> None:
-    from raypipe.errors import DataError
-
-    if rows["train"] == 0 or rows["test"] == 0:
-        raise DataError(f"too few labelled rows to split ({rows}); add data or change data.split")
-
-
-def _pos_weight(profile, contract: Contract) -> float | None:
-    levels = profile.get("train", {}).get(contract.label.name)
-    classes = contract.label.classes or []
-    if not levels or len(classes) != 2:
-        return None
-    neg, pos = levels.levels.get(classes[0], 0), levels.levels.get(classes[1], 0)
-    return neg / pos if pos else None
-
-
-def _evaluate(booster, test_ds, contract: Contract, primary: str | None) -> EvalReport:
-    from raypipe.bundle import predict_matrix
-
-    ys, ps = [], []
-    for b in test_ds.iter_batches(batch_size=65_536, batch_format="numpy"):
-        if len(b["y"]):
-            ys.append(b["y"])
-            ps.append(predict_matrix(booster, b["X"]))
-    y = np.concatenate(ys)
-    p = np.concatenate(ps)
-    return evaluate(contract.label.task, y, p, primary)
-
-
-def _json_row(batch: pa.Table, contract: Contract) -> dict[str, Any]:
-    """The first row's features, JSON-ready (for the smoke request and the curl example)."""
-    row = batch.select(contract.feature_names).slice(0, 1).to_pylist()[0]
-    out = {}
-    for k, v in row.items():
-        if isinstance(v, float):
-            v = float(f"{v:.6g}") if math.isfinite(v) else None  # float32 noise out of the example
-        elif isinstance(v, (dt.datetime, dt.date)):
-            v = v.isoformat()
-        out[k] = v
-    return out
-
-
-def _register(cfg, summary, fit, prep, contract, report_, work, tracking_uri, config_text, budget, data_uri) -> None:
-    import platform
-
-    import mlflow
-
-    from raypipe import registry
-    from raypipe.bundle import write_bundle
-
-    summary.experiment_id = registry.setup_tracking(tracking_uri, cfg.register.experiment, work / "mlartifacts")
-    model_name = cfg.register.model_name or cfg.name
-    with mlflow.start_run(experiment_id=summary.experiment_id, run_name=cfg.name) as run:
-        summary.run_id = run.info.run_id
-        mlflow.log_params(_flatten(cfg.model_dump(mode="json")))
-        mlflow.log_params({"xgb." + k: v for k, v in fit.params.items() if k not in ("eval_metric",)})
-        mlflow.log_metrics(summary.metrics)
-        mlflow.log_metrics({f"rows_{k}": v for k, v in summary.rows.items()})
-        mlflow.log_metrics({"best_iteration": fit.best_iteration, "train_wall_s": fit.wall_s})
-        mlflow.set_tags(
-            {
-                "raypipe.config_hash": summary.config_hash,
-                "raypipe.data_fingerprint": summary.data_fingerprint,
-                "raypipe.task": summary.task,
-                "raypipe.cpu_budget": json.dumps(asdict(budget)),
-                "raypipe.python": platform.python_version(),
-            }
-        )
-        mlflow.log_text(config_text or json.dumps(cfg.model_dump(mode="json"), indent=2), "config.yaml")
-        quality_dir = work / "runs" / cfg.name
-        for name in ("quality.json", "quality.txt"):
-            if (quality_dir / name).exists():
-                mlflow.log_artifact(str(quality_dir / name), "quality")
-        from mlflow.data.dataset_source_registry import resolve_dataset_source
-        from mlflow.data.meta_dataset import MetaDataset
-
-        mlflow.log_input(
-            MetaDataset(resolve_dataset_source(data_uri), name=cfg.name, digest=summary.data_fingerprint),
-            context="training",
-            tags={f"rows_{k}": str(v) for k, v in summary.rows.items()},
-        )
-        with tempfile.TemporaryDirectory() as tmp:
-            bundle_dir = Path(tmp) / "bundle"
-            hashes = write_bundle(bundle_dir, fit.booster, prep, contract)
-            mlflow.log_dict(contract.to_dict(), "contract.json")
-            import pandas as pd
-
-            example = pd.DataFrame([summary.example])
-            summary.model_name, summary.model_version = registry.log_bundle(
-                bundle_dir, model_name=model_name, input_example=example, hashes=hashes
-            )
-        summary.champion, summary.gate_reason = registry.apply_gate(
-            model_name,
-            summary.model_version,
-            alias=cfg.register.alias,
-            metric=report_.primary,
-            score=report_.score,
-            higher_is_better=report_.higher_is_better,
-            max_regression=cfg.register.max_regression,
-        )
-        mlflow.set_tag("raypipe.gate", summary.gate_reason)
-
-
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict) and v:
-            out.update(_flatten(v, key + "."))
-        else:
-            out[key] = json.dumps(v) if isinstance(v, (list, dict)) else v
-    return out

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
 import tempfile
 import warnings
@@ -85,42 +86,83 @@ def _log_model(code: Path, bundle_dir: Path, input_example: Any, model_name: str
     )
 
 
-def apply_gate(
-    model_name: str,
-    version: str,
-    *,
-    alias: str,
-    metric: str,
-    score: float,
-    higher_is_better: bool,
-    max_regression: float,
-) -> tuple[bool, str]:
-    """Move ``alias`` to ``version`` unless the current holder is clearly better."""
+_HISTORY_TAG = "raypipe.alias_history."
+_HISTORY_KEEP = 50
+
+
+def current_holder(model_name: str, alias: str):
+    """The model version that holds ``alias``, or ``None``."""
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    client = MlflowClient()
-    client.set_model_version_tag(model_name, version, f"test_{metric}", str(score))
     try:
-        current = client.get_model_version_by_alias(model_name, alias)
+        return MlflowClient().get_model_version_by_alias(model_name, alias)
     except MlflowException:
-        current = None
-    if current is None:
-        client.set_registered_model_alias(model_name, alias, version)
-        return True, f"no {alias} yet; version {version} takes it"
-    old = current.tags.get(f"test_{metric}")
-    if old is None:
-        client.set_registered_model_alias(model_name, alias, version)
-        return True, f"{alias} v{current.version} has no test_{metric}; version {version} takes it"
-    old_score = float(old)
-    delta = (score - old_score) if higher_is_better else (old_score - score)
-    if delta >= -max_regression:
-        client.set_registered_model_alias(model_name, alias, version)
-        return True, f"{metric} {score:.4f} vs {alias} v{current.version} {old_score:.4f}: promoted"
-    return False, (
-        f"{metric} {score:.4f} is worse than {alias} v{current.version} ({old_score:.4f}) by more than "
-        f"{max_regression:g}: {alias} stays on v{current.version}"
-    )
+        return None
+
+
+def alias_history(model_name: str, alias: str) -> list[str]:
+    """Versions that held ``alias``, oldest first (the last one holds it now)."""
+    from mlflow import MlflowClient
+
+    try:
+        tags = MlflowClient().get_registered_model(model_name).tags
+    except Exception as e:  # noqa: BLE001 - MLflow raises many types for a missing model
+        raise RegistryError(f"no registered model '{model_name}': {e}".splitlines()[0]) from None
+    return json.loads(tags.get(_HISTORY_TAG + alias, "[]"))
+
+
+def move_alias(model_name: str, alias: str, version: str) -> str | None:
+    """Point ``alias`` at ``version``, remember it for rollback, and return the previous holder."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    try:
+        client.get_model_version(model_name, version)
+    except Exception:  # noqa: BLE001
+        raise RegistryError(f"model '{model_name}' has no version {version}") from None
+    prev = current_holder(model_name, alias)
+    history = alias_history(model_name, alias)
+    if prev is not None and (not history or history[-1] != str(prev.version)):
+        history.append(str(prev.version))  # moved outside raypipe: keep it restorable
+    history.append(str(version))
+    client.set_registered_model_alias(model_name, alias, version)
+    client.set_registered_model_tag(model_name, _HISTORY_TAG + alias, json.dumps(history[-_HISTORY_KEEP:]))
+    return str(prev.version) if prev is not None else None
+
+
+def rollback(model_name: str, alias: str) -> tuple[str, str]:
+    """Give ``alias`` back to the version that held it before; returns (from, to).
+
+    Raises:
+        RegistryError: no earlier holder exists (or it was deleted).
+    """
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    cur = current_holder(model_name, alias)
+    history = alias_history(model_name, alias)
+    if cur is not None and history and history[-1] == str(cur.version):
+        history.pop()
+    while history:
+        target = history[-1]
+        try:
+            client.get_model_version(model_name, target)
+        except Exception:  # noqa: BLE001 - deleted since: skip it
+            history.pop()
+            continue
+        client.set_registered_model_alias(model_name, alias, target)
+        client.set_registered_model_tag(model_name, _HISTORY_TAG + alias, json.dumps(history))
+        return (str(cur.version) if cur else "none"), target
+    raise RegistryError(f"'{model_name}@{alias}' has no earlier holder to roll back to")
+
+
+def tag_version(model_name: str, version: str, tags: dict[str, Any]) -> None:
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    for k, v in tags.items():
+        client.set_model_version_tag(model_name, version, k, str(v))
 
 
 @dataclass

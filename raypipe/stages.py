@@ -1,0 +1,210 @@
+"""Stage outputs that the stage cache stores and reloads.
+
+Each result knows how to write itself to a cache folder and read itself back,
+in plain formats: JSON, Parquet, XGBoost UBJ, ``.npy`` without pickle.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from raypipe.data.profile import ColumnStats, Profile
+from raypipe.data.quality import Finding, QualityReport
+from raypipe.data.schema import Contract
+from raypipe.evaluate import EvalReport
+from raypipe.features import Preprocessor
+
+# The modules whose source is each stage's code version (paths under raypipe/).
+STAGE_CODE: dict[str, tuple[str, ...]] = {
+    "ingest": ("data/ingest.py",),
+    "profile": ("data/profile.py", "data/schema.py", "data/split.py"),
+    "quality": ("data/quality.py",),
+    "preprocess": ("features.py", "data/expressions.py"),
+    "train": ("train", "runtime.py"),
+    "evaluate": ("evaluate.py", "bundle.py"),
+    "register": ("registry.py", "bundle.py", "_mlflow_model.py"),
+}
+STAGES = ("ingest", "profile", "quality", "preprocess", "train", "evaluate", "register", "serve")
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    path.write_text(json.dumps(obj, default=str))
+
+
+def _read_json(path: Path) -> Any:
+    return json.loads(path.read_text())
+
+
+@dataclass
+class Ingested:
+    fingerprint: str
+    files: int
+    validated: bool
+
+    def save(self, d: Path) -> None:
+        _write_json(d / "ingest.json", asdict(self))
+
+    @classmethod
+    def load(cls, d: Path) -> Ingested:
+        return cls(**_read_json(d / "ingest.json"))
+
+
+@dataclass
+class Profiled:
+    profile: Profile
+    contract: Contract
+    rows: dict[str, int]
+    example: dict[str, Any]
+
+    REQUIRED = ("profile.json", "contract.json", "meta.json")
+
+    def save(self, d: Path) -> None:
+        # Not asdict: it rebuilds a Counter from (key, count) pairs, counting the pairs.
+        stats = {
+            split: {c: {**vars(v), "levels": dict(v.levels)} for c, v in cols.items()}
+            for split, cols in self.profile.items()
+        }
+        _write_json(d / "profile.json", stats)
+        self.contract.save(d / "contract.json")
+        _write_json(d / "meta.json", {"rows": self.rows, "example": self.example})
+
+    @classmethod
+    def load(cls, d: Path) -> Profiled:
+        profile: Profile = {}
+        for split, cols in _read_json(d / "profile.json").items():
+            profile[split] = {}
+            for name, raw in cols.items():
+                s = ColumnStats()
+                s.merge(raw)
+                profile[split][name] = s
+        meta = _read_json(d / "meta.json")
+        return cls(profile, Contract.load(d / "contract.json"), meta["rows"], meta["example"])
+
+
+@dataclass
+class QualityResult:
+    report: QualityReport
+
+    REQUIRED = ("quality.json",)
+
+    def save(self, d: Path) -> None:
+        _write_json(d / "quality.json", self.report.to_dict())
+
+    @classmethod
+    def load(cls, d: Path) -> QualityResult:
+        raw = _read_json(d / "quality.json")
+        return cls(QualityReport(raw["rows"], raw["columns"], [Finding(**f) for f in raw["findings"]]))
+
+
+class Prepared:
+    """The fitted preprocessor and the model-input splits (materialised Ray Datasets of X, y[, w]).
+
+    Loaded from the cache, the splits are read only when a later stage asks for
+    them: a run whose training is cached never touches them.
+    """
+
+    REQUIRED = ("preprocessor.json", "train", "valid", "test")
+
+    def __init__(self, preprocessor: Preprocessor, parts: dict[str, Any] | None = None, folder: Path | None = None):
+        self.preprocessor = preprocessor
+        self._parts = parts
+        self._folder = folder
+
+    @property
+    def parts(self) -> dict[str, Any]:
+        if self._parts is None:
+            import ray.data
+
+            self._parts = {}
+            for name in ("train", "valid", "test"):
+                files = sorted(str(p) for p in (self._folder / name).glob("*.parquet"))
+                # Materialised now: a lazy read during the fit would need a CPU the workers hold.
+                self._parts[name] = ray.data.read_parquet(files).materialize() if files else ray.data.from_items([])
+        return self._parts
+
+    def save(self, d: Path) -> None:
+        self.preprocessor.save(d / "preprocessor.json")
+        for name, ds in self.parts.items():
+            ds.write_parquet(str(d / name))
+
+    @classmethod
+    def load(cls, d: Path) -> Prepared:
+        return cls(Preprocessor.load(d / "preprocessor.json"), folder=d)
+
+
+@dataclass
+class Trained:
+    booster: Any
+    best_iteration: int
+    rounds: int
+    params: dict[str, Any]
+    wall_s: float
+    valid_metric: str | None = None
+    valid_score: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    REQUIRED = ("model.ubj", "fit.json")
+
+    def save(self, d: Path) -> None:
+        self.booster.save_model(str(d / "model.ubj"))
+        meta = {k: v for k, v in asdict(self).items() if k != "booster"}
+        _write_json(d / "fit.json", meta)
+
+    @classmethod
+    def load(cls, d: Path) -> Trained:
+        import xgboost
+
+        booster = xgboost.Booster()
+        booster.load_model(str(d / "model.ubj"))
+        return cls(booster=booster, **_read_json(d / "fit.json"))
+
+
+@dataclass
+class Evaluated:
+    report: EvalReport
+    y_true: np.ndarray
+    scores: np.ndarray
+    """Raw test scores, kept for the gate, the report and the reference profile."""
+
+    REQUIRED = ("eval.json", "y_true.npy", "scores.npy")
+
+    def save(self, d: Path) -> None:
+        _write_json(d / "eval.json", asdict(self.report))
+        np.save(d / "y_true.npy", self.y_true, allow_pickle=False)
+        np.save(d / "scores.npy", self.scores, allow_pickle=False)
+
+    @classmethod
+    def load(cls, d: Path) -> Evaluated:
+        report = EvalReport(**_read_json(d / "eval.json"))
+        y = np.load(d / "y_true.npy", allow_pickle=False)
+        p = np.load(d / "scores.npy", allow_pickle=False)
+        return cls(report, y, p)
+
+
+@dataclass
+class Registered:
+    run_id: str
+    model_name: str
+    model_version: str
+    champion: bool
+    gate_reason: str
+    hashes: dict[str, str] = field(default_factory=dict)
+
+    REQUIRED = ("register.json",)
+
+    def save(self, d: Path) -> None:
+        _write_json(d / "register.json", asdict(self))
+
+    @classmethod
+    def load(cls, d: Path) -> Registered:
+        """Raises when the model version is gone from the store: the entry is then a cache miss."""
+        from mlflow import MlflowClient
+
+        reg = cls(**_read_json(d / "register.json"))
+        MlflowClient().get_model_version(reg.model_name, reg.model_version)
+        return reg

@@ -1,0 +1,148 @@
+"""What each cacheable stage computes: plain functions of typed inputs.
+
+The pipeline (raypipe.pipeline) decides whether to call them or reuse a cached
+output; nothing here knows about the cache or MLflow.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from raypipe import runtime
+from raypipe.config import PipelineConfig
+from raypipe.data import ingest
+from raypipe.data.profile import SPLIT_NAMES, combine, compute_profile
+from raypipe.data.schema import Contract, infer_contract
+from raypipe.data.split import SPLIT_COLUMN
+from raypipe.evaluate import evaluate
+from raypipe.features import Preprocessor
+from raypipe.stages import Evaluated, Prepared, Profiled, Trained
+
+
+def profile_data(cfg: PipelineConfig, schema: pa.Schema, ds, split_ds, declared: Contract | None) -> Profiled:
+    """Per-split column statistics, the inferred contract, split sizes and an example row."""
+    profile = compute_profile(split_ds, SPLIT_COLUMN, cfg.features.categorical)
+    stats = combine(profile)
+    if not stats:
+        from raypipe.errors import DataError
+
+        raise DataError(f"the dataset under '{cfg.data.path}' is empty (0 rows); check data.path and data.filter")
+    contract = infer_contract(schema, stats, profile.get("train", stats), cfg.data, cfg.features, declared)
+    rows = {s: profile[s][cfg.data.label].count if s in profile else 0 for s in SPLIT_NAMES}
+    example = json_row(ds.take_batch(3, batch_format="pyarrow"), contract)
+    return Profiled(profile, contract, rows, example)
+
+
+def preprocess(cfg: PipelineConfig, contract: Contract, train_stats, split_ds) -> Prepared:
+    from ray.data.expressions import col
+
+    prep = fit_preprocessor(cfg, contract, train_stats)
+    prepared = split_ds.map_batches(
+        prep.transform_block, batch_format="pyarrow", fn_kwargs={"passthrough": (SPLIT_COLUMN,)}
+    ).materialize()
+    # Materialise each split now: during the fit Train workers hold most CPUs, and
+    # a lazy filter would need a CPU of its own to run (the classic 2-CPU hang).
+    parts = {
+        name: prepared.filter(expr=col(SPLIT_COLUMN) == i).drop_columns([SPLIT_COLUMN]).materialize()
+        for i, name in enumerate(SPLIT_NAMES)
+    }
+    return Prepared(prep, parts)
+
+
+def train_model(cfg: PipelineConfig, prof: Profiled, prep: Preprocessor, parts, budget, storage: str) -> Trained:
+    from raypipe.train import xgboost as xgb_train
+
+    contract = prof.contract
+    pos_weight = _pos_weight(prof.profile, contract) if contract.label.task == "binary" else None
+    params = xgb_train.xgb_params(
+        cfg.train, contract.label.task, len(contract.label.classes or []), budget.nthread, pos_weight
+    )
+    fit = xgb_train.fit(
+        parts["train"],
+        parts["valid"],
+        feature_names=prep.feature_names,
+        feature_types=prep.feature_types,
+        params=params,
+        cfg=cfg.train,
+        budget=budget,
+        storage_path=storage,
+        run_name=f"{cfg.name}-{dt.datetime.now():%Y%m%d-%H%M%S}",
+    )
+    return Trained(
+        fit.booster, fit.best_iteration, fit.rounds, fit.params, fit.wall_s, fit.valid_metric, fit.valid_score
+    )
+
+
+def evaluate_model(booster, test_ds, contract: Contract, cfg: PipelineConfig) -> Evaluated:
+    from raypipe.bundle import predict_matrix
+
+    ys, ps = [], []
+    for b in test_ds.iter_batches(batch_size=65_536, batch_format="numpy"):
+        if len(b["y"]):
+            ys.append(b["y"])
+            ps.append(predict_matrix(booster, b["X"]))
+    y = np.concatenate(ys)
+    p = np.concatenate(ps)
+    return Evaluated(evaluate(contract.label.task, y, p, cfg.evaluate.primary_metric), y, p)
+
+
+def fit_preprocessor(cfg: PipelineConfig, contract: Contract, train_stats) -> Preprocessor:
+    """The preprocessor the ``features`` section asks for, fitted on train-split statistics."""
+    return Preprocessor.fit(
+        contract,
+        train_stats,
+        derived=cfg.features.derived,
+        impute=cfg.features.impute,
+        encoding=cfg.features.encoding,
+        scale=cfg.features.scale,
+    )
+
+
+def infer_schema(cfg: PipelineConfig, address: str | None = None) -> Contract:
+    """Profile the data (all rows) and return the inferred contract: ``raypipe schema infer``."""
+    work = runtime.work_dir(cfg)
+    source = ingest.discover(ingest.resolve_path(cfg.data.path, work / "datasets"), cfg.data.filter)
+    runtime.connect(address or cfg.runtime.address, cfg.runtime.num_cpus, log_to_driver=False)
+    ds = ingest.read(source, cfg.data.columns)
+    stats = combine(compute_profile(ds, None, cfg.features.categorical))
+    if not stats:
+        from raypipe.errors import DataError
+
+        raise DataError(f"the dataset under '{cfg.data.path}' is empty (0 rows)")
+    names = cfg.data.columns or source.schema.names
+    schema = pa.schema([source.schema.field(n) for n in names])
+    return infer_contract(schema, stats, stats, cfg.data, cfg.features)
+
+
+def check_splits(rows: dict[str, int]) -> None:
+    from raypipe.errors import DataError
+
+    if rows["train"] == 0 or rows["test"] == 0:
+        raise DataError(f"too few labelled rows to split ({rows}); add data or change data.split")
+
+
+def _pos_weight(profile, contract: Contract) -> float | None:
+    levels = profile.get("train", {}).get(contract.label.name)
+    classes = contract.label.classes or []
+    if not levels or len(classes) != 2:
+        return None
+    neg, pos = levels.levels.get(classes[0], 0), levels.levels.get(classes[1], 0)
+    return neg / pos if pos else None
+
+
+def json_row(batch: pa.Table, contract: Contract) -> dict[str, Any]:
+    """The first row's features, JSON-ready (for the smoke request and the curl example)."""
+    row = batch.select(contract.feature_names).slice(0, 1).to_pylist()[0]
+    out = {}
+    for k, v in row.items():
+        if isinstance(v, float):
+            v = float(f"{v:.6g}") if math.isfinite(v) else None  # float32 noise out of the example
+        elif isinstance(v, (dt.datetime, dt.date)):
+            v = v.isoformat()
+        out[k] = v
+    return out

@@ -1,0 +1,95 @@
+"""Stage cache: keys follow code, config and inputs; entries appear only when complete."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from raypipe.cache import CACHED, StageCache, code_version, stage_key
+from raypipe.errors import ConfigError
+
+ORDER = ("ingest", "profile", "train")
+
+
+class _Out:
+    REQUIRED = ("out.txt",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def save(self, d: Path) -> None:
+        (d / "out.txt").write_text(self.text)
+
+    @classmethod
+    def load(cls, d: Path) -> _Out:
+        return cls((d / "out.txt").read_text())
+
+
+def test_key_changes_with_config_inputs_and_stage() -> None:
+    base = stage_key("train", code=["cache.py"], config={"eta": 0.1}, inputs=["abc"])
+    assert base == stage_key("train", code=["cache.py"], config={"eta": 0.1}, inputs=["abc"])
+    assert base != stage_key("train", code=["cache.py"], config={"eta": 0.2}, inputs=["abc"])
+    assert base != stage_key("train", code=["cache.py"], config={"eta": 0.1}, inputs=["abd"])
+    assert base != stage_key("evaluate", code=["cache.py"], config={"eta": 0.1}, inputs=["abc"])
+    assert base != stage_key("train", code=["audit.py"], config={"eta": 0.1}, inputs=["abc"])
+
+
+def test_code_version_covers_folders() -> None:
+    assert code_version(["data"]) != code_version(["data/ingest.py"])
+    assert len(code_version(["train"])) == 16
+
+
+def test_reuse_then_miss_when_the_file_is_gone(tmp_path: Path) -> None:
+    cache = StageCache(tmp_path, order=ORDER)
+    calls = []
+
+    def compute() -> _Out:
+        calls.append(1)
+        return _Out("v1")
+
+    d1: list[str] = []
+    assert cache.reuse_or_run("train", "k1", _Out, compute, d1).text == "v1"
+    d2: list[str] = []
+    assert cache.reuse_or_run("train", "k1", _Out, compute, d2).text == "v1"
+    assert len(calls) == 1 and d1 == [] and d2 == [CACHED]
+    (tmp_path / "train" / "k1" / "out.txt").unlink()  # artifact gone: a miss, not an error
+    assert cache.reuse_or_run("train", "k1", _Out, compute, []).text == "v1"
+    assert len(calls) == 2
+
+
+def test_failed_compute_leaves_no_entry(tmp_path: Path) -> None:
+    cache = StageCache(tmp_path, order=ORDER)
+
+    class Boom(_Out):
+        def save(self, d: Path) -> None:
+            (d / "out.txt").write_text("partial")
+            raise RuntimeError("killed mid-write")
+
+    with pytest.raises(RuntimeError):
+        cache.reuse_or_run("train", "k1", _Out, lambda: Boom("x"), [])
+    assert cache.lookup("train", "k1", _Out.REQUIRED) is None
+    assert list((tmp_path / "train").iterdir()) == []  # no temp folder left behind
+
+
+def test_no_cache_and_rerun_from(tmp_path: Path) -> None:
+    StageCache(tmp_path, order=ORDER).reuse_or_run("ingest", "k", _Out, lambda: _Out("a"), [])
+    StageCache(tmp_path, order=ORDER).reuse_or_run("train", "k", _Out, lambda: _Out("a"), [])
+    assert StageCache(tmp_path, enabled=False, order=ORDER).lookup("ingest", "k") is None
+    forced = StageCache(tmp_path, rerun_from="profile", order=ORDER)
+    assert forced.lookup("ingest", "k") is not None
+    assert forced.lookup("train", "k") is None
+    with pytest.raises(ConfigError, match="not a stage; stages are: ingest, profile, train"):
+        StageCache(tmp_path, rerun_from="fit", order=ORDER)
+
+
+def test_unreadable_entry_is_recomputed(tmp_path: Path) -> None:
+    cache = StageCache(tmp_path, order=ORDER)
+    cache.reuse_or_run("train", "k", _Out, lambda: _Out("a"), [])
+
+    class Picky(_Out):
+        @classmethod
+        def load(cls, d: Path) -> _Out:
+            raise ValueError("model version deleted")
+
+    assert cache.reuse_or_run("train", "k", Picky, lambda: _Out("b"), []).text == "b"
