@@ -108,7 +108,12 @@ def run(
         )
     except (RaypipeError, Exception) as e:  # noqa: BLE001 - one line for everything
         _shutdown_local()
-        err.print(f"[dim]finished stages are cached; resume with: raypipe run {shlex.quote(str(config))}[/]")
+        from raypipe.errors import ConfigError, DataError
+
+        # Input errors need a fix first; after any other failure the same command resumes.
+        finished = getattr(e, "raypipe_finished_stages", [])
+        if finished and not isinstance(e, (ConfigError, DataError)):
+            err.print(f"[dim]{', '.join(finished)} cached; resume with: raypipe run {shlex.quote(str(config))}[/]")
         _fail(e)
         return
     _print_summary(summary, keep_serving=serve)

@@ -167,6 +167,8 @@ def run_pipeline(
     try:
         summary = _run_stages(ctx, address, serve_model, verbose)
     except BaseException as e:
+        # Read by the CLI to print the command that resumes the run.
+        e.raypipe_finished_stages = [s for s in ctx.timer.seconds if s != "ray"]
         status = "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED"
         audit.record(work, "run_failed", name=cfg.name, run_id=tracker.run_id, error=str(e).splitlines()[0][:300])
         tracker.end(status)
@@ -230,6 +232,12 @@ def _run_stages(ctx: _Run, address: str | None, serve_model: bool | None, verbos
             },
             cfg.runtime.shared_storage,
         )
+    with timer.stage("ingest") as d:
+        key = _key(ctx, "ingest", {k: data_cfg[k] for k in ("path", "filter", "columns", "validate_files")})
+        ing = cache.reuse_or_run("ingest", key, Ingested, lambda: _ingest(ctx), d)
+        d.append(f"{ing.files} files, fingerprint {ing.fingerprint}")
+
+    # Built after the ingest stage: reading the schema of a corrupt file must fail there, by name.
     ds = ingest.read(ctx.source, cfg.data.columns)
     split_key = cfg.data.split.key or ([cfg.data.id_column] if cfg.data.id_column else list(ctx.names))
     split_ds = ds.map_batches(
@@ -238,11 +246,6 @@ def _run_stages(ctx: _Run, address: str | None, serve_model: bool | None, verbos
         fn_kwargs={"key": split_key, "cfg": cfg.data.split},
         zero_copy_batch=True,
     )
-
-    with timer.stage("ingest") as d:
-        key = _key(ctx, "ingest", {k: data_cfg[k] for k in ("path", "filter", "columns", "validate_files")})
-        ing = cache.reuse_or_run("ingest", key, Ingested, lambda: _ingest(ctx), d)
-        d.append(f"{ing.files} files, fingerprint {ing.fingerprint}")
 
     declared = Contract.load(cfg.data.schema_file) if cfg.data.schema_file else None
     schema = pa.schema([ctx.source.schema.field(n) for n in ctx.names])
