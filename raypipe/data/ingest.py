@@ -40,6 +40,8 @@ class Source:
     """Unified schema, hive partition columns included."""
     partition_columns: tuple[str, ...]
     filter: str | None
+    partition_values: tuple[dict[str, Any], ...] = ()
+    """Per file, its hive partition values, typed as in ``schema``."""
 
     def relpath(self, path: str) -> str:
         return posixpath.relpath(path, self.base) if path.startswith(self.base) else path
@@ -129,6 +131,7 @@ def discover(path: str, filter: str | None = None) -> Source:
         schema=dataset.schema,
         partition_columns=part_cols,
         filter=filter,
+        partition_values=tuple(pads.get_partition_keys(f.partition_expression) for f in fragments),
     )
 
 
@@ -280,14 +283,12 @@ def read(source: Source, columns: list[str] | None = None):
             f"column(s) {missing} not in the data under '{source.uri}'; available: {source.schema.names}",
             columns=missing,
         )
-    ds = ray.data.read_parquet(
+    ds = _whole_file_read(source, columns) or ray.data.read_parquet(
         list(source.files),
         filesystem=source.filesystem,
         columns=columns,
         partitioning=_partitioning(source),
     )
-    if columns is None:
-        ds = _whole_file_read(source, ds) or ds
     if hasattr(ds.context, "op_resource_reservation_enabled"):
         # Per-operator reservation keeps a lone (fused) map operator, raypipe's usual plan, at about
         # one task in flight on a 2-CPU node (1.0 busy CPUs of 2; 2.1 s against 1.3 s for 4 M rows).
@@ -302,39 +303,27 @@ def read(source: Source, columns: list[str] | None = None):
     return ds
 
 
-def _whole_file_read(source: Source, default):
-    """The same rows and types as Ray Data's default reader ``default``, read by whole files.
+def _whole_file_read(source: Source, columns: list[str] | None):
+    """Whole files per read task, cast to the discovered schema (see raypipe.data._filesource).
 
-    Ray Data's default Parquet reader in Ray 2.60 (V2) starts footer-reading actors on every read,
-    seconds of process start-up on a small node, and bins files into ~128 MiB tasks (few and
-    unbalanced there): 0.75 M rows/s against 1.75 M for whole files per task (the older V1
-    reader) on the 2-CPU benchmark (benchmarks/bench_ingest.py). V1 is given V2's schema, which
-    V2 unifies over the first files' footers (int32 and int64 files read as int64 by both), so
-    blocks are identical. Returns None (keep ``default``) when files are too few to keep every CPU
-    busy (V2 splits files by row group), or when this Ray has no V1 reader or no plan-time schema.
+    Returns None (use Ray Data's reader) when files are too few to keep every CPU busy: Ray's
+    reader then splits files by row group.
     """
     import ray
     import ray.data
 
-    ctx = ray.data.DataContext.get_current()
-    if not ray.is_initialized() or not getattr(ctx, "use_datasource_v2", False):
+    from raypipe.data._filesource import WholeFileParquet
+
+    if not ray.is_initialized() or len(source.partition_values) != len(source.files):
         return None
     tasks = _file_read_tasks(source, ray.cluster_resources().get("CPU", 1.0))
-    schema = default.schema(fetch_if_missing=False) if tasks is not None else None
-    if schema is None or not hasattr(schema, "base_schema"):
+    if tasks is None:
         return None
-    file_schema = pa.schema([f for f in schema.base_schema if f.name not in source.partition_columns])
-    ctx.use_datasource_v2 = False
-    try:
-        return ray.data.read_parquet(
-            list(source.files),
-            filesystem=source.filesystem,
-            partitioning=_partitioning(source),
-            schema=file_schema,  # partition columns are added (typed) by the partitioning
-            override_num_blocks=tasks,
-        )
-    finally:
-        ctx.use_datasource_v2 = True
+    names = columns or source.schema.names
+    schema = pa.schema([source.schema.field(n) for n in names])
+    values = [{k: v for k, v in pv.items() if k in names} for pv in source.partition_values]
+    ds = WholeFileParquet(source.files, source.sizes, source.filesystem, schema, values, tasks)
+    return ray.data.read_datasource(ds, override_num_blocks=tasks)
 
 
 # Read tasks get whole files when there are at least this many files per CPU, and about this
