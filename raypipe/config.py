@@ -221,6 +221,12 @@ class MonitorConfig(_Strict):
     alert_exit_code: int = Field(8, ge=1, le=125)
     """Exit code of ``raypipe monitor`` when an alert fired (errors use 1-6)."""
 
+    @model_validator(mode="after")
+    def _check_webhook(self) -> MonitorConfig:
+        if self.webhook_url is not None and not self.webhook_url.startswith(("http://", "https://")):
+            raise ValueError("webhook_url must be an http:// or https:// URL (a Slack incoming webhook)")
+        return self
+
 
 class ReportConfig(_Strict):
     """Run report (HTML) and model card (Markdown) written after evaluation."""

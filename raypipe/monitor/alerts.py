@@ -85,8 +85,8 @@ def post_webhook(
     body = json.dumps(payload).encode()
     error, status = None, None
     for attempt in range(1, attempts + 1):
-        req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"}, method="POST")
         try:
+            req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"}, method="POST")
             with urllib.request.urlopen(req, timeout=timeout_s) as resp:  # noqa: S310 - URL from the config
                 status = resp.status
                 return Delivery(url=_redact(url), delivered=True, attempts=attempt, status=status)
@@ -94,7 +94,10 @@ def post_webhook(
             status, error = e.code, f"HTTP {e.code}"
             if e.code < 500 and e.code != 429:  # the receiver refuses the payload: retrying will not help
                 break
-        except (urllib.error.URLError, OSError, ValueError) as e:
+        except ValueError as e:  # not an http(s) URL: retrying will not help
+            error = f"bad webhook URL: {e}"
+            break
+        except (urllib.error.URLError, OSError) as e:
             error = f"{type(e).__name__}: {getattr(e, 'reason', e)}"
         if attempt < attempts:
             time.sleep(backoff_s * 2 ** (attempt - 1))

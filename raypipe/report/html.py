@@ -31,6 +31,8 @@ def esc(v: Any) -> str:
 
 
 def fmt(v: Any) -> str:
+    if v is None:
+        return "—"
     if isinstance(v, float):
         return "n/a" if v != v else f"{v:.4g}"
     return str(v)
