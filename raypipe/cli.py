@@ -379,7 +379,6 @@ def monitor_cmd(
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI (for models:/ URIs).")] = None,
 ) -> None:
     """Check a window of prediction logs for drift and live performance; exit monitor.alert_exit_code (8) on alerts."""
-    from raypipe import runtime
     from raypipe.config import load_config
     from raypipe.monitor.collect import parse_time
     from raypipe.monitor.job import run_monitor
@@ -389,7 +388,6 @@ def monitor_cmd(
         if (model is None) == (reference is None):
             raise RaypipeError("pass exactly one of --model MODEL_URI and --reference reference.json")
         start, end = parse_time(since), parse_time(until)
-        runtime.connect(address or cfg.runtime.address, cfg.runtime.num_cpus, log_to_driver=_state["debug"])
         result = run_monitor(
             cfg,
             reference=reference,
@@ -401,6 +399,7 @@ def monitor_cmd(
             out_dir=out_dir,
             tracking_uri=tracking_uri or cfg.runtime.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"),
             send_alerts=not no_alert,
+            address=address,
         )
     except (RaypipeError, Exception) as e:  # noqa: BLE001 - one line for everything
         _shutdown_local()

@@ -285,10 +285,13 @@ def run_monitor(
     out_dir: str | Path | None = None,
     tracking_uri: str | None = None,
     send_alerts: bool = True,
+    address: str | None = None,
 ) -> MonitorResult:
     """Check one window of logged traffic against the model's reference profile.
 
-    Ray must be connected (``runtime.connect``); the work runs as Ray Data tasks.
+    The work runs as Ray Data tasks; when Ray is not connected yet it joins
+    ``address`` (or ``runtime.address`` / ``RAY_ADDRESS``) or starts a local Ray,
+    after the reference and the input files have been checked.
 
     Args:
         cfg: pipeline config (its ``monitor:`` section holds thresholds and the webhook).
@@ -299,6 +302,7 @@ def run_monitor(
         labels: Parquet with ``request_id``, ``row``, ``label`` for live performance.
         out_dir: where ``monitor-<stamp>.json`` and ``.html`` go; default ``monitor.out_dir``.
         send_alerts: POST alerts to ``monitor.webhook_url`` (when set).
+        address: Ray cluster to join when Ray is not connected yet.
 
     Returns:
         The result; ``result.exit_code`` is non-zero when an alert fired.
@@ -325,6 +329,12 @@ def run_monitor(
     window = Window(since, until)
     files = list_files(root, window)
     task = ref.contract_obj.label.task
+    if labels is not None and not Path(labels).exists() and "://" not in labels:
+        raise DataError(f"labels table '{labels}' not found; pass a Parquet file with request_id, row, label")
+    import ray
+
+    if not ray.is_initialized():
+        runtime.connect(address or cfg.runtime.address, cfg.runtime.num_cpus, log_to_driver=False)
     cur = collect(files, log_columns(ref), make_plan(ref, window, labels))
     features = compare(ref, cur)
     prediction = _prediction(ref, cur)

@@ -131,6 +131,8 @@ class ReferenceProfile:
             p = p / REFERENCE_FILE
         try:
             return cls.from_dict(json.loads(p.read_text()))
+        except DataError as e:
+            raise DataError(f"cannot read reference profile '{p}': {e}") from None
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise DataError(
                 f"cannot read reference profile '{p}': {type(e).__name__}: {e}; "

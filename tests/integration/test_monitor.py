@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import subprocess
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -12,6 +15,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import yaml
 
 pytestmark = pytest.mark.integration
 
@@ -194,3 +198,40 @@ def test_time_window_selects_rows_and_skips_date_folders(monitored, tmp_path):
         _cfg(tmp_path, min_rows=10), reference=monitored["ref"], input_path=str(monitored["logs"]["ok"]), until=until
     )
     assert result.rows == 3_600 * 4 and list(result.volume["rows_by_date"]) == ["2026-11-20"]
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    leaked = ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAYPIPE_HOME", "MLFLOW_TRACKING_URI")
+    env = {k: v for k, v in os.environ.items() if k not in leaked}
+    env["COLUMNS"] = "200"
+    return subprocess.run(
+        [sys.executable, "-m", "raypipe", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=180
+    )
+
+
+def test_cli_exits_8_on_drift_and_names_the_features(monitored, tmp_path):
+    ref_path = monitored["ref"].save(tmp_path / "reference.json")
+    cfg = tmp_path / "monitor.yaml"
+    cfg.write_text(
+        yaml.safe_dump({"name": "synth", "data": {"path": "unused", "label": "label"},
+                        "runtime": {"work_dir": str(tmp_path / "work"), "num_cpus": 1}})  # fmt: skip
+    )
+    repo = Path(__file__).resolve().parents[2]
+    proc = _cli("monitor", str(cfg), "--reference", str(ref_path), "--input", str(monitored["logs"]["bad"]), cwd=repo)
+    assert proc.returncode == 8, proc.stderr[-2000:]
+    alerted = {line.split("'")[1] for line in proc.stdout.splitlines() if line.startswith("ALERT feature")}
+    assert alerted == set(DRIFTED)
+    report = next((tmp_path / "work" / "monitor").glob("monitor-*.html"))
+    assert "drifted features: cat_1, num_3" in report.read_text()
+
+
+def test_cli_usage_errors_fail_before_ray(tmp_path):
+    cfg = tmp_path / "monitor.yaml"
+    cfg.write_text(yaml.safe_dump({"data": {"path": "unused", "label": "label"}}))
+    repo = Path(__file__).resolve().parents[2]
+    proc = _cli("monitor", str(cfg), "--input", str(tmp_path), cwd=repo)
+    assert proc.returncode == 1 and "exactly one of --model" in proc.stderr
+    (tmp_path / "reference.json").write_text("{}")
+    proc = _cli("monitor", str(cfg), "--reference", str(tmp_path / "reference.json"), "--input", str(tmp_path),
+                cwd=repo)  # fmt: skip
+    assert proc.returncode == 3 and "cannot read reference profile" in proc.stderr and len(proc.stderr.splitlines()) == 1
