@@ -358,7 +358,6 @@ def submit(
     raise typer.Exit(result.exit_code)
 
 
-
 @app.command("monitor")
 def monitor_cmd(
     config: Annotated[Path, typer.Argument(help="Pipeline YAML (its monitor: section: thresholds, webhook).")],

@@ -1,7 +1,7 @@
 """Drift and performance monitoring of a served model.
 
-    build_reference(train_raw_ds, contract, test_scores) -> ReferenceProfile   (at training time)
-    run_monitor(cfg, reference=..., input_path=...) -> MonitorResult          (on a schedule)
+build_reference(train_raw_ds, contract, test_scores) -> ReferenceProfile   (at training time)
+run_monitor(cfg, reference=..., input_path=...) -> MonitorResult          (on a schedule)
 """
 
 from raypipe.monitor.alerts import Alert, Delivery, post_webhook

@@ -17,7 +17,7 @@ from raypipe.errors import DataError
 from raypipe.evaluate import HIGHER_IS_BETTER, PRIMARY
 from raypipe.monitor import drift
 from raypipe.monitor.alerts import Alert, Delivery, post_webhook, slack_payload
-from raypipe.monitor.collect import AUC_BINS, LATENCY_EDGES_MS, Window, collect, list_files, log_columns, make_plan
+from raypipe.monitor.collect import LATENCY_EDGES_MS, Window, collect, list_files, log_columns, make_plan
 from raypipe.monitor.reference import REFERENCE_FILE, ReferenceProfile
 
 log = logging.getLogger("raypipe.monitor")
@@ -269,7 +269,9 @@ def load_reference(model_uri: str, tracking_uri: str | None = None) -> Reference
         raise RegistryError(f"cannot load '{model_uri}' from {mlflow.get_tracking_uri()}: {e}".splitlines()[0]) from e
     found = next(Path(local).rglob(REFERENCE_FILE), None)
     if found is None:
-        raise DataError(f"model '{model_uri}' has no {REFERENCE_FILE}; retrain it with this raypipe or pass --reference")
+        raise DataError(
+            f"model '{model_uri}' has no {REFERENCE_FILE}; retrain it with this raypipe or pass --reference"
+        )
     return ReferenceProfile.load(found)
 
 
@@ -342,7 +344,9 @@ def run_monitor(
     performance = _performance(ref, cur, task) if labels else None
     insufficient = cur["rows"] < mc.min_rows
     if insufficient:
-        log.warning("monitor: only %d rows in the window (< monitor.min_rows=%d): no drift verdict", cur["rows"], mc.min_rows)
+        log.warning(
+            "monitor: only %d rows in the window (< monitor.min_rows=%d): no drift verdict", cur["rows"], mc.min_rows
+        )
         alerts = []
     else:
         alerts = check(features, prediction, performance, volume, mc.thresholds)

@@ -30,11 +30,16 @@ def write_drift_report(result: MonitorResult, path: str | Path) -> Path:
     if r.alerts:
         sections.append(
             "<h2>Alerts</h2>"
-            + table(["feature", "metric", "value", "threshold"], [(a.feature or "(model)", a.metric, a.value, a.threshold) for a in r.alerts])
+            + table(
+                ["feature", "metric", "value", "threshold"],
+                [(a.feature or "(model)", a.metric, a.value, a.threshold) for a in r.alerts],
+            )
         )
     rows = []
     for f in sorted(r.features, key=lambda f: (not f.flagged_by, f.name)):
-        flag = f'<span class="bad">{esc(", ".join(f.flagged_by))}</span>' if f.flagged_by else '<span class="ok">ok</span>'
+        flag = (
+            f'<span class="bad">{esc(", ".join(f.flagged_by))}</span>' if f.flagged_by else '<span class="ok">ok</span>'
+        )
         rows.append(
             (f.name, f.kind, f.psi, f.ks if f.ks is not None else f.category_shift, f.chi2_p,
              f.null_rate_ref, f.null_rate_cur, f.out_of_schema_rate, flag)
@@ -42,7 +47,17 @@ def write_drift_report(result: MonitorResult, path: str | Path) -> Path:
     sections.append(
         "<h2>Features</h2>"
         + table(
-            ["feature", "kind", "PSI", "KS / category shift", "chi² p", "null ref", "null now", "out of schema", "flag"],
+            [
+                "feature",
+                "kind",
+                "PSI",
+                "KS / category shift",
+                "chi² p",
+                "null ref",
+                "null now",
+                "out of schema",
+                "flag",
+            ],
             rows,
             raw_cols=frozenset({8}),
         )

@@ -47,7 +47,7 @@ def bootstrap_metrics(
     for k, v in point.items():
         d = np.asarray(draws[k], dtype=float)
         d = d[np.isfinite(d)]
-        lo, hi = (np.percentile(d, [2.5, 97.5]) if len(d) else (float("nan"), float("nan")))
+        lo, hi = np.percentile(d, [2.5, 97.5]) if len(d) else (float("nan"), float("nan"))
         out[k] = (float(v), float(lo), float(hi))
     return out
 
@@ -72,7 +72,9 @@ def slice_metrics(
     return out
 
 
-def _plots(task: str, y: np.ndarray, s: np.ndarray, class_names: list[str], fi: dict[str, float], m) -> dict[str, bytes]:
+def _plots(
+    task: str, y: np.ndarray, s: np.ndarray, class_names: list[str], fi: dict[str, float], m
+) -> dict[str, bytes]:
     out: dict[str, bytes] = {}
     if task == "binary":
         yi = y.astype(int)
@@ -139,12 +141,16 @@ def write_run_report(
         paths[name].write_bytes(png)
     metrics_path = out / "metrics.json"
     metrics_path.write_text(
-        json.dumps({"metrics": {k: {"value": v, "ci95": [lo, hi]} for k, (v, lo, hi) in m.items()}, "slices": by_slice},
-                   indent=1, default=str)  # fmt: skip
+        json.dumps(
+            {"metrics": {k: {"value": v, "ci95": [lo, hi]} for k, (v, lo, hi) in m.items()}, "slices": by_slice},
+            indent=1,
+            default=str,
+        )  # fmt: skip
     )
     metric_rows = [(k, v, f"[{fmt(lo)}, {fmt(hi)}]") for k, (v, lo, hi) in m.items()]
     html_sections = [
-        f"<p>Task: <b>{esc(task)}</b>. {esc(manifest.get('model_name', ''))} {esc(manifest.get('model_version', ''))}</p>",
+        f"<p>Task: <b>{esc(task)}</b>. Model {esc(manifest.get('model_name', '-'))} "
+        f"version {esc(manifest.get('model_version', '-'))}</p>",
         "<h2>Intended use</h2><p>" + esc(card.intended_use) + "</p>",
         "<h2>Limitations</h2><p>" + esc(card.limitations) + "</p>",
         "<h2>Data summary</h2>" + table(["", "value"], _flat(data_summary)),

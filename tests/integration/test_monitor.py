@@ -99,8 +99,12 @@ def _cfg(work: Path, **monitor):
     from raypipe.config import load_config
 
     return load_config(
-        raw={"data": {"path": "unused", "label": "label"}, "name": "synth", "runtime": {"work_dir": str(work)},
-             "monitor": monitor}  # fmt: skip
+        raw={
+            "data": {"path": "unused", "label": "label"},
+            "name": "synth",
+            "runtime": {"work_dir": str(work)},
+            "monitor": monitor,
+        }  # fmt: skip
     )
 
 
@@ -213,8 +217,13 @@ def test_cli_exits_8_on_drift_and_names_the_features(monitored, tmp_path):
     ref_path = monitored["ref"].save(tmp_path / "reference.json")
     cfg = tmp_path / "monitor.yaml"
     cfg.write_text(
-        yaml.safe_dump({"name": "synth", "data": {"path": "unused", "label": "label"},
-                        "runtime": {"work_dir": str(tmp_path / "work"), "num_cpus": 1}})  # fmt: skip
+        yaml.safe_dump(
+            {
+                "name": "synth",
+                "data": {"path": "unused", "label": "label"},
+                "runtime": {"work_dir": str(tmp_path / "work"), "num_cpus": 1},
+            }
+        )  # fmt: skip
     )
     repo = Path(__file__).resolve().parents[2]
     proc = _cli("monitor", str(cfg), "--reference", str(ref_path), "--input", str(monitored["logs"]["bad"]), cwd=repo)
@@ -234,4 +243,6 @@ def test_cli_usage_errors_fail_before_ray(tmp_path):
     (tmp_path / "reference.json").write_text("{}")
     proc = _cli("monitor", str(cfg), "--reference", str(tmp_path / "reference.json"), "--input", str(tmp_path),
                 cwd=repo)  # fmt: skip
-    assert proc.returncode == 3 and "cannot read reference profile" in proc.stderr and len(proc.stderr.splitlines()) == 1
+    assert (
+        proc.returncode == 3 and "cannot read reference profile" in proc.stderr and len(proc.stderr.splitlines()) == 1
+    )

@@ -34,7 +34,11 @@ def _server(statuses: list[int]):
 
 @pytest.fixture
 def alerts() -> list[Alert]:
-    return [Alert("psi", 0.61, 0.2, "num_3"), Alert("category_shift", 0.5, 0.1, "cat_1"), Alert("prediction_psi", 0.3, 0.2)]
+    return [
+        Alert("psi", 0.61, 0.2, "num_3"),
+        Alert("category_shift", 0.5, 0.1, "cat_1"),
+        Alert("prediction_psi", 0.3, 0.2),
+    ]
 
 
 def test_payload_is_slack_shaped(alerts):

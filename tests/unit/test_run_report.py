@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -58,8 +59,14 @@ def test_binary_report_and_model_card(tmp_path):
     paths = _write(tmp_path)
     html = paths.html.read_text()
     assert set(paths.plots) == {"roc", "pr", "calibration", "confusion", "importance"}
-    assert html.count("data:image/png;base64,") == 5 and "src=\"http" not in html  # self-contained
-    for text in ("Rank flights by delay risk", "Trained on 2013 NYC", "Metrics by origin", "auc 0.81 beats v2", "fp-abc"):
+    assert html.count("data:image/png;base64,") == 5 and 'src="http' not in html  # self-contained
+    for text in (
+        "Rank flights by delay risk",
+        "Trained on 2013 NYC",
+        "Metrics by origin",
+        "auc 0.81 beats v2",
+        "fp-abc",
+    ):
         assert text in html
     card = paths.model_card.read_text()
     assert "## Intended use\nRank flights" in card and "ml-team@example.com" in card and "![roc](plots/roc.png)" in card
@@ -85,8 +92,8 @@ def _drift_result():
     cur = np.histogram(np.random.default_rng(1).normal(1, 1, 5000), edges)[0].tolist()
     num = FeatureDrift("num_3", "numeric", 5000, 0.0, 0.0, 0.0, psi=0.9, ks=0.38, flagged_by=["psi", "ks"],
                        plot={"edges": edges, "ref": ref, "cur": cur})  # fmt: skip
-    cat = FeatureDrift("cat_1", "categorical", 5000, 0.03, 0.03, 0.0, psi=0.01, category_shift=0.01,
-                       plot={"levels": ["a", "b", "c"], "ref": [50, 30, 20], "cur": [49, 31, 20], "new_levels": {}})  # fmt: skip
+    levels = {"levels": ["a", "b", "c"], "ref": [50, 30, 20], "cur": [49, 31, 20], "new_levels": {}}
+    cat = FeatureDrift("cat_1", "categorical", 5000, 0.03, 0.03, 0.0, psi=0.01, category_shift=0.01, plot=levels)
     return MonitorResult(
         model="synth", window={"since": None, "until": None}, rows=5000, requests=1250, features=[num, cat],
         prediction={"psi": 0.05, "ks": 0.04, "plot": {"edges": edges, "ref": ref, "cur": ref}},
@@ -134,3 +141,19 @@ def test_reports_render_in_headless_chromium_with_images_loaded(tmp_path):
         assert total and loaded, f"{name}: the page's load handler did not run"
         assert int(total.group(1)) == int(loaded.group(1)) == n_images, f"{name}: images failed to decode"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000  # not a blank page
+
+
+def test_multiclass_report_has_confusion_matrix_per_class(tmp_path):
+    from raypipe.report import write_run_report
+
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 3, 900)
+    p = rng.dirichlet([1, 1, 1], 900)
+    p[np.arange(900), y] += 1.0
+    p /= p.sum(axis=1, keepdims=True)
+    paths = write_run_report(
+        tmp_path, task="multiclass", y_true=y, scores=p, class_names=["a", "b", "c"], feature_importance={},
+        slices={}, quality={}, data_summary={}, manifest={}, gate={}, card=CARD,
+    )  # fmt: skip
+    assert set(paths.plots) == {"confusion", "calibration"}
+    assert json.loads(paths.metrics.read_text())["metrics"]["accuracy"]["value"] > 0.6
