@@ -101,7 +101,9 @@ def list_files(root: str, window: Window) -> list[str]:
         raise DataError(f"cannot list monitor input '{root}': {e}") from None
     files = []
     for f in infos:
-        if f.type != pafs.FileType.File or not f.path.endswith(".parquet") or "/." in f.path:
+        rel = f.path[len(path.rstrip("/")) :]
+        # Skip hidden files and folders below the root (a writer's in-flight temp files).
+        if f.type != pafs.FileType.File or not f.path.endswith(".parquet") or "/." in rel:
             continue
         m = _DATE_DIR.search(f.path)
         if m and not window.keeps_date(m.group(1)):
