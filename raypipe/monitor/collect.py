@@ -194,11 +194,16 @@ def _volume(batch: pa.Table, names: set[str], out: dict[str, Any]) -> None:
             np.searchsorted(LATENCY_EDGES_MS, lat, side="right"), minlength=len(LATENCY_EDGES_MS) + 1
         ).tolist()
     if "ts" in names and len(batch):
-        days = pc.strftime(pc.cast(batch.column("ts"), pa.timestamp("ms", tz="UTC")), format="%Y-%m-%d")
-        vc = pc.value_counts(days.drop_null() if hasattr(days, "drop_null") else days)
-        out["rows_by_date"] = {str(v): int(c) for v, c in zip(vc.field("values").to_pylist(), vc.field("counts"))}
-        mm = pc.min_max(pc.cast(batch.column("ts"), pa.int64()))
-        out["ts_min"], out["ts_max"] = [mm["min"].as_py()], [mm["max"].as_py()]
+        ms = pc.cast(pc.cast(batch.column("ts"), pa.timestamp("ms", tz="UTC")), pa.int64()).drop_null()
+        ms = ms.to_numpy()
+        if len(ms):
+            # Day numbers by integer division: much cheaper than formatting every timestamp.
+            days, counts = np.unique(ms // 86_400_000, return_counts=True)
+            epoch = dt.date(1970, 1, 1)
+            out["rows_by_date"] = {
+                (epoch + dt.timedelta(days=int(d))).isoformat(): int(c) for d, c in zip(days, counts)
+            }
+            out["ts_min"], out["ts_max"] = [int(ms.min())], [int(ms.max())]
 
 
 def _performance(batch: pa.Table, plan: Plan) -> dict[str, Any]:

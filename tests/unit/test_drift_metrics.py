@@ -59,3 +59,16 @@ def test_streaming_auc_matches_sklearn():
     idx = np.clip((s * 1000).astype(int), 0, 999)
     pos, neg = np.bincount(idx[y], minlength=1000), np.bincount(idx[~y], minlength=1000)
     assert _auc(pos.astype(float), neg.astype(float)) == pytest.approx(roc_auc_score(y, s), abs=1e-3)
+
+
+def test_sorted_binning_equals_per_value_binning_with_ties_and_nulls():
+    rng = np.random.default_rng(4)
+    v = np.round(rng.normal(0, 1, 50_000), 1)  # many ties, some exactly on an edge
+    v[::9] = np.nan
+    valid = v[~np.isnan(v)]
+    edges = np.unique(np.quantile(valid, np.arange(1, 100) / 100))
+    plot = np.linspace(-2, 2, 41)
+    c = numeric_counts(v, edges, plot)
+    assert c["counts"] == np.bincount(np.searchsorted(edges, valid, side="right"), minlength=len(edges) + 1).tolist()
+    assert c["plot_counts"] == np.histogram(np.clip(valid, -2, 2), plot)[0].tolist()
+    assert c["nulls"] == int(np.isnan(v).sum()) and c["count"] == len(v)
