@@ -5,7 +5,8 @@ run_monitor(cfg, reference=..., input_path=...) -> MonitorResult          (on a 
 """
 
 from raypipe.monitor.alerts import Alert, Delivery, post_webhook
-from raypipe.monitor.job import FeatureDrift, MonitorResult, load_reference, run_monitor
+from raypipe.monitor.checks import FeatureDrift
+from raypipe.monitor.job import MonitorResult, load_reference, run_monitor
 from raypipe.monitor.reference import REFERENCE_FILE, ReferenceProfile, build_reference
 
 __all__ = [

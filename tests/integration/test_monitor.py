@@ -153,10 +153,13 @@ def test_drift_in_two_features_is_flagged_and_alert_reaches_webhook(monitored, t
 def test_undrifted_window_flags_nothing_and_sends_nothing(monitored, tmp_path):
     from raypipe.monitor import run_monitor
 
+    bundle = tmp_path / "bundle"  # --model with a bundle folder: its reference.json is used
+    bundle.mkdir()
+    monitored["ref"].save(bundle)
     receiver = _Receiver()
     try:
         cfg = _cfg(tmp_path, webhook_url=receiver.url)
-        result = run_monitor(cfg, reference=monitored["ref"], input_path=str(monitored["logs"]["ok"]))
+        result = run_monitor(cfg, model_uri=str(bundle), input_path=str(monitored["logs"]["ok"]))
     finally:
         receiver.close()
     assert result.alerts == [] and result.flagged_features == [] and result.exit_code == 0

@@ -9,7 +9,7 @@ from sklearn.metrics import roc_auc_score
 
 from raypipe.monitor import drift
 from raypipe.monitor._binning import edges_from_sample, numeric_counts
-from raypipe.monitor.job import _auc
+from raypipe.monitor.checks import _auc
 
 
 def _binned(ref: np.ndarray, cur: np.ndarray):

@@ -85,7 +85,8 @@ def test_regression_report_has_residuals_not_roc(tmp_path):
 
 def _drift_result():
     from raypipe.monitor.alerts import Alert
-    from raypipe.monitor.job import FeatureDrift, MonitorResult
+    from raypipe.monitor.checks import FeatureDrift
+    from raypipe.monitor.job import MonitorResult
 
     edges = list(np.linspace(-3, 3, 41))
     ref = np.histogram(np.random.default_rng(0).normal(0, 1, 5000), edges)[0].tolist()
