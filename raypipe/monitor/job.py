@@ -58,22 +58,37 @@ class MonitorResult:
 
 
 def load_reference(model_uri: str, tracking_uri: str | None = None) -> ReferenceProfile:
-    """The reference profile stored with a model: a bundle folder or ``models:/name@alias``.
+    """The reference profile stored with a model: a bundle folder, ``models:/name@alias`` or ``models:/name/3``.
+
+    When the model version carries a sha256 tag for ``reference.json`` (as for the other bundle
+    files), the downloaded file must match it.
 
     Raises:
         DataError: the model has no reference.json.
+        RegistryError: the model is not in the registry, or reference.json fails verification.
     """
     if not model_uri.startswith("models:/"):
         return ReferenceProfile.load(model_uri)
     import mlflow
+    from mlflow import MlflowClient
 
+    from raypipe.bundle import sha256
     from raypipe.errors import RegistryError
+    from raypipe.registry import _HASH_TAG
 
     if tracking_uri:
         mlflow.set_tracking_uri(tracking_uri)
+    ref = model_uri[len("models:/") :]
     try:
+        client = MlflowClient()
+        if "@" in ref:
+            name, alias = ref.split("@", 1)
+            mv = client.get_model_version_by_alias(name, alias)
+        else:
+            name, _, ver = ref.partition("/")
+            mv = client.get_model_version(name, ver)
         local = mlflow.artifacts.download_artifacts(
-            artifact_uri=model_uri, dst_path=tempfile.mkdtemp(prefix="raypipe-ref-")
+            artifact_uri=f"models:/{name}/{mv.version}", dst_path=tempfile.mkdtemp(prefix="raypipe-ref-")
         )
     except Exception as e:
         raise RegistryError(f"cannot load '{model_uri}' from {mlflow.get_tracking_uri()}: {e}".splitlines()[0]) from e
@@ -81,6 +96,12 @@ def load_reference(model_uri: str, tracking_uri: str | None = None) -> Reference
     if found is None:
         raise DataError(
             f"model '{model_uri}' has no {REFERENCE_FILE}; retrain it with this raypipe or pass --reference"
+        )
+    want = mv.tags.get(_HASH_TAG + REFERENCE_FILE)
+    if want is not None and sha256(found) != want:
+        raise RegistryError(
+            f"'{model_uri}' {REFERENCE_FILE} has sha256 {sha256(found)[:12]}…, expected {want[:12]}…; "
+            "the artifact was modified, re-register the model"
         )
     return ReferenceProfile.load(found)
 
