@@ -92,6 +92,23 @@ class ReferenceProfile:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def with_scores(
+        self,
+        test_scores: np.ndarray,
+        test_metrics: dict[str, float] | None = None,
+        primary_metric: str | None = None,
+    ) -> ReferenceProfile:
+        """Attach the test split's scores (and metrics) to a profile built before evaluation.
+
+        Lets the pipeline profile the train split early (while the CPUs are free) and add the
+        scores once the model exists. Scores as in :func:`build_reference`.
+        """
+        arr = np.asarray(test_scores, dtype=np.float64)
+        self.scores = numeric_ref_from_array(arr.max(axis=1) if arr.ndim == 2 else arr)
+        self.test_metrics = dict(test_metrics or self.test_metrics)
+        self.primary_metric = primary_metric or self.primary_metric
+        return self
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ReferenceProfile:
         if d.get("version") != FORMAT_VERSION:
@@ -290,18 +307,14 @@ def build_reference(
         )
         for name, t in ((n, totals["cat"][n]) for n in categorical)
     }
-    scores = None
-    if test_scores is not None:
-        arr = np.asarray(test_scores, dtype=np.float64)
-        scores = numeric_ref_from_array(arr.max(axis=1) if arr.ndim == 2 else arr)
-    return ReferenceProfile(
+    ref = ReferenceProfile(
         contract=contract.to_dict(),
         numeric=num_refs,
         categorical=cat_refs,
-        scores=scores,
         test_metrics=dict(test_metrics or {}),
         primary_metric=primary_metric,
         n_rows=rows,
         skipped=skipped,
         created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     )
+    return ref if test_scores is None else ref.with_scores(test_scores)

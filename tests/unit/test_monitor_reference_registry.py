@@ -65,3 +65,15 @@ def test_missing_reference_file_names_the_fix(tmp_path):
 
     with pytest.raises(DataError, match="reference.json in the model bundle"):
         load_reference(str(tmp_path))
+
+
+def test_scores_attached_after_evaluation_use_the_max_class_probability(tmp_path):
+    import numpy as np
+
+    from raypipe.monitor import ReferenceProfile
+
+    ref = ReferenceProfile.from_dict(_ref_dict()).with_scores(np.array([[0.2, 0.8], [0.6, 0.4]]), {"logloss": 0.5})
+    assert ref.scores.count == 2 and ref.scores.mean == pytest.approx(0.7) and ref.test_metrics == {"logloss": 0.5}
+    assert ReferenceProfile.load(ref.save(tmp_path)).scores == ref.scores
+    with pytest.raises(DataError, match="format 9 is not 1"):
+        ReferenceProfile.from_dict({**_ref_dict(), "version": 9})
