@@ -192,7 +192,8 @@ class MonitorThresholds(_Strict):
     null_rate_change: float | None = Field(0.05, gt=0, le=1)
     """Absolute change of a feature's null rate."""
     out_of_schema_rate: float | None = Field(0.05, gt=0, le=1)
-    """Share of values outside the contract's range or categories."""
+    """Increase, over the train split's, of the share of values outside the contract's range or
+    kept categories (high-cardinality categoricals have a baseline share)."""
     prediction_psi: float | None = Field(0.2, gt=0)
     """PSI of the model's score distribution against the test split's."""
     performance_drop: float | None = Field(0.05, gt=0)

@@ -24,11 +24,15 @@ class FeatureDrift:
     null_rate_ref: float
     null_rate_cur: float
     out_of_schema_rate: float
+    """Share of non-null values outside the contract's range or kept categories."""
     psi: float | None = None
     ks: float | None = None
     category_shift: float | None = None
     chi2: float | None = None
     chi2_p: float | None = None
+    out_of_schema_rate_ref: float = 0.0
+    """The same share in the train split: non-zero for categoricals with more levels than
+    ``features.max_categories``; the threshold applies to the increase over it."""
     missing_in_logs: bool = False
     flagged_by: list[str] = field(default_factory=list)
     plot: dict[str, Any] = field(default_factory=dict)
@@ -83,6 +87,7 @@ def compare(ref: ReferenceProfile, cur: dict[str, Any]) -> list[FeatureDrift]:
                 null_rate_ref=r.null_rate,
                 null_rate_cur=c["nulls"] / c["count"] if c["count"] else 0.0,
                 out_of_schema_rate=c["other"] / valid if valid else 0.0,
+                out_of_schema_rate_ref=r.other / (r.count - r.nulls) if r.count > r.nulls else 0.0,
                 psi=drift.psi(rc, cc),
                 category_shift=drift.total_variation(rc, cc),
                 chi2=stat,
@@ -122,7 +127,7 @@ def check(
             "ks": f.ks,
             "category_shift": f.category_shift,
             "null_rate_change": f.null_rate_change,
-            "out_of_schema_rate": f.out_of_schema_rate,
+            "out_of_schema_rate": f.out_of_schema_rate - f.out_of_schema_rate_ref,
         }
         for metric, value in values.items():
             limit = getattr(t, metric)

@@ -166,7 +166,11 @@ def _split_features(contract: Contract) -> tuple[list[str], list[str], list[str]
 
 def _pass1(batch: pa.Table, numeric: list[str], categorical: list[str]) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(len(batch))
+    present = set(batch.column_names)
     out: dict[str, Any] = {"rows": len(batch), "num": {}, "cat": {}}
+    out["missing"] = [c for c in numeric + categorical if c not in present]
+    if out["missing"]:
+        return {"summary": np.array([json.dumps(out)], dtype=object)}
     for name in numeric:
         v = to_float(batch.column(name))
         valid = v[~np.isnan(v)]
@@ -268,15 +272,21 @@ def build_reference(
         >>> ref.save(bundle_dir)
     """
     numeric, categorical, skipped = _split_features(contract)
-    missing = [c for c in numeric + categorical if c not in train_raw_ds.schema().names]
-    if missing:
-        raise DataError(f"reference profile: train data lacks feature column(s) {missing}; pass the raw train split")
+    # Checked per block, not with ds.schema(): a lazy read's schema can lack the hive partition
+    # columns (e.g. ``month``) that its blocks do carry.
     samples = {n: _Sample() for n in numeric}
     rows = 0
+    missing: set[str] = set()
     for s in _summaries(train_raw_ds, _pass1, numeric=numeric, categorical=categorical):
         rows += s["rows"]
+        missing.update(s["missing"])
         for name, part in s["num"].items():
             samples[name].add(part["sample"], part["weight"])
+    if missing:
+        raise DataError(
+            f"reference profile: the train data lacks feature column(s) {sorted(missing)}; "
+            "pass the raw (not preprocessed) train split"
+        )
     if rows == 0:
         raise DataError("reference profile: the train split has no rows")
     edges = {n: edges_from_sample(*samples[n].arrays(), FINE_BINS, PLOT_BINS) for n in numeric}

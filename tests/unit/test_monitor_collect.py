@@ -62,3 +62,36 @@ def test_summarize_counts_bins_out_of_schema_new_levels_and_window():
     c = s["cat"]["c"]
     assert c["counts"] == [1, 1] and c["other"] == 1 and c["nulls"] == 1 and c["new_levels"] == {"NEW": 1}
     assert np.sum(s["latency_counts"]) == 3
+
+
+def test_out_of_schema_alerts_on_the_increase_over_the_train_share():
+    from raypipe.config import MonitorThresholds
+    from raypipe.monitor import ReferenceProfile
+    from raypipe.monitor.checks import check, compare
+
+    # A high-cardinality categorical: 40% of train values are beyond the kept levels.
+    ref = ReferenceProfile.from_dict(
+        {
+            "version": 1,
+            "contract": {
+                "features": [{"name": "tail", "kind": "categorical", "dtype": "string", "categories": ["a", "b"]}],
+                "label": {"name": "y", "task": "binary", "dtype": "bool", "classes": ["false", "true"]},
+            },
+            "numeric": {},
+            "categorical": {
+                "tail": {"count": 1000, "nulls": 0, "levels": ["a", "b"], "counts": [300, 300], "other": 400}
+            },
+        }
+    )
+
+    def run(other: int):
+        cur = {"rows": 1000, "num": {}, "cat": {"tail": {"count": 1000, "nulls": 0, "counts": [(1000 - other) // 2] * 2,
+                                                          "other": other, "new_levels": {}}}}  # fmt: skip
+        feats = compare(ref, cur)
+        return feats[0], check(feats, {}, None, {}, MonitorThresholds(psi=None, category_shift=None))
+
+    same, alerts = run(410)
+    assert same.out_of_schema_rate == pytest.approx(0.41) and same.out_of_schema_rate_ref == pytest.approx(0.4)
+    assert alerts == []
+    _, alerts = run(500)
+    assert [(a.metric, round(a.value, 3)) for a in alerts] == [("out_of_schema_rate", 0.1)]
