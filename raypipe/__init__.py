@@ -23,8 +23,11 @@ __all__ = [
     "SchemaError",
     "ServingError",
     "TrainingError",
+    "build_reference",
     "load_config",
+    "run_monitor",
     "run_pipeline",
+    "write_run_report",
 ]
 
 
@@ -34,4 +37,12 @@ def __getattr__(name: str):
         from raypipe import pipeline
 
         return getattr(pipeline, name)
+    if name in ("run_monitor", "build_reference"):
+        from raypipe import monitor
+
+        return getattr(monitor, name)
+    if name == "write_run_report":
+        from raypipe.report import write_run_report
+
+        return write_run_report
     raise AttributeError(name)

@@ -1,4 +1,4 @@
-"""CLI commands for people managing models: promote, rollback, audit, reproduce."""
+"""CLI commands for people running models: promote, rollback, audit, reproduce, monitor."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from raypipe.cli import _fail, _print_stage, _shutdown_local, app, err, out
+from raypipe.errors import RaypipeError
 
 _WORK = Annotated[Path, typer.Option("--work-dir", help="raypipe work dir (audit log, default MLflow store).")]
 _TRACKING = Annotated[str | None, typer.Option(help="MLflow tracking URI (default: the work dir's SQLite store).")]
@@ -147,3 +148,59 @@ def reproduce(
     out.print(f"metrics {verdict} tolerance {tolerance:g}")
     if not res.within_tolerance:
         raise typer.Exit(1)
+
+
+@app.command("monitor")
+def monitor_cmd(
+    config: Annotated[Path, typer.Argument(help="Pipeline YAML (its monitor: section: thresholds, webhook).")],
+    model: Annotated[
+        str | None, typer.Option(help="Model whose reference.json is used: models:/NAME@ALIAS or a bundle folder.")
+    ] = None,
+    reference: Annotated[Path | None, typer.Option(help="A reference.json instead of --model.")] = None,
+    input_: Annotated[
+        str | None, typer.Option("--input", help="Prediction-log folder (default monitor.log_dir).")
+    ] = None,
+    since: Annotated[str | None, typer.Option(help="Window start: ISO time or an age like 24h, 7d.")] = None,
+    until: Annotated[str | None, typer.Option(help="Window end (exclusive); default now.")] = None,
+    labels: Annotated[str | None, typer.Option(help="Parquet of request_id, row, label: live performance.")] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Report folder (default monitor.out_dir).")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a value: section.key=value")] = None,
+    no_alert: Annotated[bool, typer.Option("--no-alert", help="Do not POST to the webhook.")] = False,
+    address: Annotated[str | None, typer.Option(help="Ray cluster address (default: RAY_ADDRESS or local).")] = None,
+    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI (for models:/ URIs).")] = None,
+) -> None:
+    """Check a window of prediction logs for drift and live performance; exit monitor.alert_exit_code (8) on alerts."""
+    from raypipe.config import load_config
+    from raypipe.monitor.collect import parse_time
+    from raypipe.monitor.job import run_monitor
+
+    try:
+        cfg = load_config(config, set_ or [])
+        if (model is None) == (reference is None):
+            raise RaypipeError("pass exactly one of --model MODEL_URI and --reference reference.json")
+        start, end = parse_time(since), parse_time(until)
+        result = run_monitor(
+            cfg,
+            reference=reference,
+            model_uri=model,
+            input_path=input_,
+            since=start,
+            until=end,
+            labels=labels,
+            out_dir=out_dir,
+            tracking_uri=tracking_uri or cfg.runtime.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"),
+            send_alerts=not no_alert,
+            address=address,
+        )
+    except (RaypipeError, Exception) as e:  # noqa: BLE001 - one line for everything
+        _shutdown_local()
+        _fail(e)
+        return
+    _shutdown_local()
+    out.print(f"monitor {result.model}: {result.rows:,} rows, {len(result.alerts)} alert(s)", highlight=False)
+    for a in result.alerts:
+        out.print(f"[bold red]ALERT[/] {escape(a.describe())}", highlight=False, soft_wrap=True)
+    if result.delivery is not None and not result.delivery.delivered:
+        out.print(f"[yellow]webhook not delivered:[/] {escape(result.delivery.error or '')}", highlight=False)
+    out.print(f"report: {result.report_html}\njson:   {result.report_json}", highlight=False, soft_wrap=True)
+    raise typer.Exit(result.exit_code)

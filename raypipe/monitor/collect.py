@@ -1,0 +1,271 @@
+"""The monitor's map-reduce: one small JSON summary per block of logged rows.
+
+Each Ray Data task bins its block with the reference's edges and returns
+counts; the driver adds the counts up. Driver memory depends on the number of
+features and bins, never on the number of rows.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.fs as pafs
+
+from raypipe.errors import DataError
+from raypipe.monitor._binning import add_into, categorical_counts, numeric_counts, to_float
+from raypipe.monitor.reference import ReferenceProfile
+
+# Request latency histogram: 0.1 ms .. 100 s, log-spaced (quantiles within ~6%).
+LATENCY_EDGES_MS = np.logspace(-1, 5, 241)
+# Binary score histogram per label value, for a streaming AUC (accurate to ~1e-3).
+AUC_BINS = 1000
+_DATE_DIR = re.compile(r"(?:^|/)date=(\d{4}-\d{2}-\d{2})(?:/|$)")
+_LOG_COLUMNS = ("request_id", "row", "ts", "latency_ms", "prediction", "score")
+
+
+@dataclass
+class Window:
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None
+
+    def ms(self) -> tuple[int | None, int | None]:
+        def conv(t: dt.datetime | None) -> int | None:
+            return None if t is None else int(t.replace(tzinfo=t.tzinfo or dt.UTC).timestamp() * 1000)
+
+        return conv(self.since), conv(self.until)
+
+    def keeps_date(self, day: str) -> bool:
+        d = dt.date.fromisoformat(day)
+        return (self.since is None or d >= self.since.date()) and (self.until is None or d <= self.until.date())
+
+
+_RELATIVE = re.compile(r"^-?(\d+(?:\.\d+)?)([smhd])$")
+
+
+def parse_time(text: str | None, now: dt.datetime | None = None) -> dt.datetime | None:
+    """ISO date/time (naive means UTC) or a relative age such as ``24h``/``-7d`` (before ``now``).
+
+    Raises:
+        DataError: neither form; names the value and both forms.
+    """
+    if text is None or text == "":
+        return None
+    m = _RELATIVE.match(text.strip())
+    if m:
+        unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[m.group(2)]
+        return (now or dt.datetime.now(dt.UTC)) - dt.timedelta(**{unit: float(m.group(1))})
+    try:
+        t = dt.datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise DataError(f"bad time '{text}': use ISO (2026-11-24 or 2026-11-24T06:00) or an age like 24h, 7d") from None
+    return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
+
+
+@dataclass
+class Plan:
+    """What each task computes: picklable, built once on the driver."""
+
+    numeric: dict[str, tuple[list[float], list[float], float | None, float | None]] = field(default_factory=dict)
+    categorical: dict[str, list[str]] = field(default_factory=dict)
+    score_edges: tuple[list[float], list[float]] | None = None
+    since_ms: int | None = None
+    until_ms: int | None = None
+    labels_path: str | None = None
+    task: str = "binary"
+    positive: str | None = None
+
+
+def list_files(root: str, window: Window) -> list[str]:
+    """Parquet files under ``root``, skipping ``date=`` partitions outside the window.
+
+    Raises:
+        DataError: the folder does not exist or holds no Parquet files in the window.
+    """
+    try:
+        fs, path = pafs.FileSystem.from_uri(root) if "://" in root else (pafs.LocalFileSystem(), root)
+        info = fs.get_file_info(path)
+        if info.type == pafs.FileType.File:
+            infos = [info]
+        elif info.type == pafs.FileType.Directory:
+            infos = fs.get_file_info(pafs.FileSelector(path, recursive=True))
+        else:
+            raise DataError(f"monitor input '{root}' does not exist; pass the prediction-log folder with --input")
+    except (OSError, pa.ArrowException) as e:
+        raise DataError(f"cannot list monitor input '{root}': {e}") from None
+    files = []
+    for f in infos:
+        rel = f.path[len(path.rstrip("/")) :]
+        # Skip hidden files and folders below the root (a writer's in-flight temp files).
+        if f.type != pafs.FileType.File or not f.path.endswith(".parquet") or "/." in rel:
+            continue
+        m = _DATE_DIR.search(f.path)
+        if m and not window.keeps_date(m.group(1)):
+            continue
+        files.append(f.path if "://" not in root else f"{root.split('://')[0]}://{f.path}")
+    if not files:
+        raise DataError(f"no Parquet files under '{root}' in the window {window.since} .. {window.until}")
+    return sorted(files)
+
+
+def make_plan(ref: ReferenceProfile, window: Window, labels_path: str | None) -> Plan:
+    contract = ref.contract_obj
+    plan = Plan(task=contract.label.task, labels_path=labels_path)
+    for name, r in ref.numeric.items():
+        spec = contract.feature(name)
+        plan.numeric[name] = (r.edges, r.plot_edges, spec.min, spec.max)
+    plan.categorical = {name: r.levels for name, r in ref.categorical.items()}
+    if ref.scores is not None:
+        plan.score_edges = (ref.scores.edges, ref.scores.plot_edges)
+    plan.since_ms, plan.until_ms = window.ms()
+    if contract.label.task == "binary" and contract.label.classes:
+        plan.positive = contract.label.classes[-1].lower()
+    return plan
+
+
+_labels_cache: dict[str, pa.Table] = {}
+
+
+def _labels(path: str) -> pa.Table:
+    # Read once per worker process: labels are broadcast to every task (see README limits).
+    if path not in _labels_cache:
+        import pyarrow.parquet as pq
+
+        t = pq.read_table(path, columns=["request_id", "row", "label"])
+        t = t.set_column(0, "request_id", pc.cast(t.column("request_id"), pa.string()))
+        t = t.set_column(1, "row", pc.cast(t.column("row"), pa.int32()))
+        _labels_cache.clear()
+        _labels_cache[path] = t
+    return _labels_cache[path]
+
+
+def summarize(batch: pa.Table, plan: Plan) -> dict[str, np.ndarray]:
+    """Map step over one block of logged rows."""
+    names = set(batch.column_names)
+    if "ts" in names and (plan.since_ms is not None or plan.until_ms is not None):
+        ts = pc.cast(pc.cast(batch.column("ts"), pa.timestamp("ms", tz="UTC")), pa.int64())
+        keep = pa.array(np.ones(len(batch), dtype=bool))
+        if plan.since_ms is not None:
+            keep = pc.and_(keep, pc.greater_equal(ts, plan.since_ms))
+        if plan.until_ms is not None:
+            keep = pc.and_(keep, pc.less(ts, plan.until_ms))
+        batch = batch.filter(pc.fill_null(keep, False))
+    n = len(batch)
+    out: dict[str, Any] = {"rows": n, "num": {}, "cat": {}, "missing": {}}
+    for name, (edges, plot, lo, hi) in plan.numeric.items():
+        if name not in names:
+            out["missing"][name] = n
+            continue
+        v = to_float(batch.column(name))
+        s = numeric_counts(v, np.asarray(edges), np.asarray(plot))
+        valid = v[~np.isnan(v)]
+        s["out_of_schema"] = int(
+            ((valid < lo).sum() if lo is not None else 0) + ((valid > hi).sum() if hi is not None else 0)
+        )
+        out["num"][name] = s
+    for name, levels in plan.categorical.items():
+        if name not in names:
+            out["missing"][name] = n
+            continue
+        out["cat"][name] = categorical_counts(batch.column(name), levels)
+    if plan.score_edges is not None and "score" in names:
+        out["score"] = numeric_counts(to_float(batch.column("score")), *map(np.asarray, plan.score_edges))
+    _volume(batch, names, out)
+    if plan.labels_path and {"request_id", "row", "prediction", "score"} <= names:
+        out["perf"] = _performance(batch, plan)
+    return {"summary": np.array([json.dumps(out)], dtype=object)}
+
+
+def _volume(batch: pa.Table, names: set[str], out: dict[str, Any]) -> None:
+    first = batch
+    if "row" in names:
+        first = batch.filter(pc.fill_null(pc.equal(batch.column("row"), 0), False))
+    out["requests"] = len(first)
+    if "latency_ms" in names:
+        lat = to_float(first.column("latency_ms"))
+        lat = lat[~np.isnan(lat)]
+        out["latency_counts"] = np.bincount(
+            np.searchsorted(LATENCY_EDGES_MS, lat, side="right"), minlength=len(LATENCY_EDGES_MS) + 1
+        ).tolist()
+    if "ts" in names and len(batch):
+        ms = pc.cast(pc.cast(batch.column("ts"), pa.timestamp("ms", tz="UTC")), pa.int64()).drop_null()
+        ms = ms.to_numpy()
+        if len(ms):
+            # Day numbers by integer division: much cheaper than formatting every timestamp.
+            days, counts = np.unique(ms // 86_400_000, return_counts=True)
+            epoch = dt.date(1970, 1, 1)
+            out["rows_by_date"] = {
+                (epoch + dt.timedelta(days=int(d))).isoformat(): int(c) for d, c in zip(days, counts)
+            }
+            out["ts_min"], out["ts_max"] = [int(ms.min())], [int(ms.max())]
+
+
+def _performance(batch: pa.Table, plan: Plan) -> dict[str, Any]:
+    left = pa.table(
+        {
+            "request_id": pc.cast(batch.column("request_id"), pa.string()),
+            "row": pc.cast(batch.column("row"), pa.int32()),
+            "prediction": pc.cast(batch.column("prediction"), pa.string()),
+            "score": pc.cast(batch.column("score"), pa.float64()),
+        }
+    )
+    joined = left.join(_labels(plan.labels_path), keys=["request_id", "row"], join_type="inner")
+    labels = joined.column("label")
+    ok = pc.invert(pc.is_null(labels))
+    joined = joined.filter(ok)
+    out: dict[str, Any] = {"n": len(joined)}
+    if not len(joined):
+        return out
+    if plan.task == "regression":
+        err = to_float(joined.column("score")) - to_float(joined.column("label"))
+        out.update(sq_err=float(np.nansum(err**2)), abs_err=float(np.nansum(np.abs(err))))
+        return out
+    truth = pc.utf8_lower(pc.cast(joined.column("label"), pa.string()))
+    pred = pc.utf8_lower(joined.column("prediction"))
+    out["errors"] = int(pc.sum(pc.not_equal(truth, pred)).as_py() or 0)
+    if plan.task == "binary" and plan.positive is not None:
+        pos = pc.equal(truth, plan.positive).to_numpy(zero_copy_only=False)
+        idx = np.clip((to_float(joined.column("score")) * AUC_BINS).astype(int), 0, AUC_BINS - 1)
+        out["auc_pos"] = np.bincount(idx[pos], minlength=AUC_BINS).tolist()
+        out["auc_neg"] = np.bincount(idx[~pos], minlength=AUC_BINS).tolist()
+    return out
+
+
+def collect(files: list[str], columns: list[str], plan: Plan) -> dict[str, Any]:
+    """Run the map step over ``files`` with Ray Data and add the summaries up on the driver."""
+    import pyarrow.parquet as pq
+    import ray.data
+
+    try:
+        present = set(pq.read_schema(files[0]).names) if "://" not in files[0] else set(columns)
+    except (OSError, pa.ArrowException) as e:
+        raise DataError(f"cannot read the schema of '{files[0]}': {e}") from None
+    cols = [c for c in columns if c in present]
+    ds = ray.data.read_parquet(files, columns=cols, partitioning=None)
+    mapped = ds.map_batches(
+        summarize, batch_format="pyarrow", batch_size=None, zero_copy_batch=True, fn_kwargs={"plan": plan}
+    )
+    total: dict[str, Any] = {"rows": 0, "num": {}, "cat": {}, "missing": {}, "requests": 0}
+    for row in mapped.iter_rows():
+        part = json.loads(row["summary"])
+        for key in ("ts_min", "ts_max"):
+            if key in part:
+                fn = min if key == "ts_min" else max
+                total[key] = [fn(total.get(key, part[key]) + part[key])]
+                part.pop(key)
+        add_into(total, part)
+        for c in total["cat"].values():  # keep the unseen-level tally bounded
+            if len(c.get("new_levels", {})) > 200:
+                c["new_levels"] = dict(sorted(c["new_levels"].items(), key=lambda kv: -kv[1])[:200])
+    total["columns_read"] = cols
+    return total
+
+
+def log_columns(ref: ReferenceProfile) -> list[str]:
+    return list(ref.numeric) + list(ref.categorical) + list(_LOG_COLUMNS)
