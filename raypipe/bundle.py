@@ -35,13 +35,17 @@ def sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def write_bundle(out: Path, booster: xgboost.Booster, prep: Preprocessor, contract: Contract) -> dict[str, str]:
-    """Write the bundle files and return their hashes."""
+def write_bundle(
+    out: Path, booster: xgboost.Booster, prep: Preprocessor, contract: Contract, extra: dict[str, str] | None = None
+) -> dict[str, str]:
+    """Write the bundle files (plus ``extra`` name -> text, e.g. the reference profile) and return their hashes."""
     out.mkdir(parents=True, exist_ok=True)
     booster.save_model(str(out / BOOSTER_FILE))
     prep.save(out / PREPROCESSOR_FILE)
     contract.save(out / CONTRACT_FILE)
-    hashes = {name: sha256(out / name) for name in FILES}
+    for name, text in (extra or {}).items():
+        (out / name).write_text(text)
+    hashes = {name: sha256(out / name) for name in (*FILES, *(extra or {}))}
     (out / BUNDLE_FILE).write_text(json.dumps({"sha256": hashes}, indent=2))
     return hashes
 
@@ -65,7 +69,7 @@ class Bundle:
             listed = json.loads((folder / BUNDLE_FILE).read_text())["sha256"]
         except (OSError, ValueError, KeyError) as e:
             raise RegistryError(f"model bundle '{folder}' has no readable {BUNDLE_FILE}: {e}") from None
-        for name in FILES:
+        for name in dict.fromkeys([*FILES, *listed]):  # optional files (reference.json) too
             want = (expected or {}).get(name) or listed.get(name)
             path = folder / name
             if not path.exists():

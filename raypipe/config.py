@@ -243,7 +243,7 @@ class ReportConfig(_Strict):
     slice_columns: list[str] = []
     """Raw columns whose values the test metrics are broken down by (top levels by count)."""
     max_slices: int = Field(20, ge=1)
-    bootstrap_samples: int = Field(200, ge=10)
+    bootstrap_samples: int = Field(100, ge=10)
     """Resamples of the test split for the metrics' 95% confidence intervals."""
     seed: int = 0
 

@@ -39,6 +39,7 @@ from raypipe.stages import (
     Profiled,
     QualityResult,
     Registered,
+    Reported,
     Trained,
 )
 from raypipe.steps import fit_preprocessor, infer_schema  # noqa: F401 - public re-exports
@@ -75,6 +76,7 @@ class RunSummary:
     artifact_hashes: dict[str, str] | None = None
     cluster: dict[str, Any] | None = None
     manifest_path: str | None = None
+    report_path: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -164,6 +166,7 @@ def run_pipeline(
     tracker.log_text(json.dumps(cfg.model_dump(mode="json"), indent=2), "config.resolved.json")
     log_code_and_env(tracker, code, packages, manifest.all_packages() if tracker.enabled else "")
     ctx = _Run(cfg, work, source, path, names, fp, chash, cache, _Timer(report, tracker), tracker, tracking_uri)
+    ctx.code, ctx.packages = code, packages
     try:
         summary = _run_stages(ctx, address, serve_model, verbose)
     except BaseException as e:
@@ -208,6 +211,8 @@ class _Run:
     tracker: Any
     tracking_uri: str
     keys: dict[str, str] = field(default_factory=dict)
+    code: Any = None
+    packages: dict[str, str] = field(default_factory=dict)
 
 
 def _key(ctx: _Run, stage: str, config: Any, *upstream: str) -> str:
@@ -313,7 +318,7 @@ def _run_stages(ctx: _Run, address: str | None, serve_model: bool | None, verbos
             "evaluate",
             key,
             Evaluated,
-            lambda: steps.evaluate_model(fit.booster, prep_out.parts["test"], prof.contract, cfg),
+            lambda: _evaluate(fit, prep_out, prof, split_ds, cfg),
             d,
         )
         d.append(" ".join(f"test_{k}={v:.4f}" for k, v in ev.report.metrics.items()))
@@ -356,6 +361,37 @@ def _run_stages(ctx: _Run, address: str | None, serve_model: bool | None, verbos
             )
             d.append(f"{summary.model_name} v{summary.model_version} ({summary.gate_reason})")
 
+    if cfg.report.enabled:
+        with timer.stage("report") as d:
+            gate = {"model": summary.model_name, "version": summary.model_version, "champion": summary.champion}
+            gate["reason"] = summary.gate_reason or "not registered (register.enabled: false)"
+            man = manifest.build(
+                cfg, summary, data_path=ctx.path, files=len(ctx.source.files), code=ctx.code, packages=ctx.packages
+            )
+            conf = {"report": cfg.report.model_dump(mode="json"), "gate": gate}
+            key = _key(ctx, "report", conf, "register" if "register" in ctx.keys else "evaluate")
+            rep = cache.reuse_or_run(
+                "report",
+                key,
+                Reported,
+                lambda: steps.run_report(
+                    cfg,
+                    prof=prof,
+                    fit=fit,
+                    ev=ev,
+                    qreport=qreport,
+                    split_ds=split_ds,
+                    prep=prep,
+                    gate=gate,
+                    manifest=man,
+                ),
+                d,
+            )
+            rep = Reported(cache.root / "report" / key)  # the entry, not the temp folder it was written to
+            summary.report_path = str(rep.folder / "report.html")
+            ctx.tracker.log_artifacts(rep.folder, "report")
+            d.append(summary.report_path)
+
     if serving:
         from raypipe.serve.deploy import deploy, post_json
 
@@ -380,6 +416,12 @@ def _ingest(ctx: _Run) -> Ingested:
     return Ingested(ctx.fingerprint, len(ctx.source.files), ctx.cfg.data.validate_files)
 
 
+def _evaluate(fit: Trained, prep_out: Prepared, prof: Profiled, split_ds, cfg: PipelineConfig) -> Evaluated:
+    ev = steps.evaluate_model(fit.booster, prep_out.parts["test"], prof.contract, cfg)
+    ev.reference = steps.reference_profile(split_ds, prof.contract, ev)
+    return ev
+
+
 def _register(ctx: _Run, fit: Trained, prep, prof: Profiled, ev: Evaluated, split_ds) -> Registered:
     from ray.data.expressions import col
 
@@ -399,6 +441,7 @@ def _register(ctx: _Run, fit: Trained, prep, prof: Profiled, ev: Evaluated, spli
         evaluated=ev,
         example=prof.example,
         raw_test_ds=raw_test,
+        extra={"reference.json": ev.reference} if ev.reference else None,
         run_id=ctx.tracker.run_id,
         fingerprint=ctx.fingerprint,
         config_hash=ctx.config_hash,

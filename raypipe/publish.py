@@ -28,6 +28,7 @@ def register_version(
     run_id: str,
     fingerprint: str,
     config_hash: str,
+    extra: dict[str, str] | None = None,
 ) -> tuple[Registered, GateDecision, dict[str, str]]:
     """Log the bundle as a new model version, then gate it against the champion."""
     import mlflow
@@ -39,7 +40,7 @@ def register_version(
     alias = cfg.register.alias
     with tempfile.TemporaryDirectory() as tmp:
         bundle_dir = Path(tmp) / "bundle"
-        hashes = write_bundle(bundle_dir, booster, prep, contract)
+        hashes = write_bundle(bundle_dir, booster, prep, contract, extra)
         mlflow.log_dict(contract.to_dict(), "contract.json")
         mlflow.log_dict(prep.to_dict(), "preprocessor.json")
         name, version = registry.log_bundle(

@@ -26,10 +26,11 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
     "quality": ("data/quality.py",),
     "preprocess": ("features.py", "data/expressions.py"),
     "train": ("train", "runtime.py"),
-    "evaluate": ("evaluate.py", "bundle.py"),
-    "register": ("registry.py", "bundle.py", "_mlflow_model.py"),
+    "evaluate": ("evaluate.py", "bundle.py", "monitor/reference.py", "monitor/_binning.py"),
+    "register": ("registry.py", "bundle.py", "_mlflow_model.py", "gate.py", "publish.py"),
+    "report": ("report",),
 }
-STAGES = ("ingest", "profile", "quality", "preprocess", "train", "evaluate", "register", "serve")
+STAGES = ("ingest", "profile", "quality", "preprocess", "train", "evaluate", "register", "report", "serve")
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -170,6 +171,8 @@ class Evaluated:
     y_true: np.ndarray
     scores: np.ndarray
     """Raw test scores, kept for the gate, the report and the reference profile."""
+    reference: str | None = None
+    """The monitoring reference profile (JSON), saved with the model."""
 
     REQUIRED = ("eval.json", "y_true.npy", "scores.npy")
 
@@ -177,13 +180,16 @@ class Evaluated:
         _write_json(d / "eval.json", asdict(self.report))
         np.save(d / "y_true.npy", self.y_true, allow_pickle=False)
         np.save(d / "scores.npy", self.scores, allow_pickle=False)
+        if self.reference is not None:
+            (d / "reference.json").write_text(self.reference)
 
     @classmethod
     def load(cls, d: Path) -> Evaluated:
         report = EvalReport(**_read_json(d / "eval.json"))
         y = np.load(d / "y_true.npy", allow_pickle=False)
         p = np.load(d / "scores.npy", allow_pickle=False)
-        return cls(report, y, p)
+        ref = d / "reference.json"
+        return cls(report, y, p, ref.read_text() if ref.exists() else None)
 
 
 @dataclass
@@ -208,3 +214,23 @@ class Registered:
         reg = cls(**_read_json(d / "register.json"))
         MlflowClient().get_model_version(reg.model_name, reg.model_version)
         return reg
+
+
+@dataclass
+class Reported:
+    """The run report folder: report.html, model_card.md, plots/, metrics.json."""
+
+    folder: Path
+
+    REQUIRED = ("report.html", "model_card.md")
+
+    def save(self, d: Path) -> None:
+        import shutil
+
+        shutil.copytree(self.folder, d, dirs_exist_ok=True)
+        shutil.rmtree(self.folder, ignore_errors=True)  # written to a temp folder by the report step
+        self.folder = d
+
+    @classmethod
+    def load(cls, d: Path) -> Reported:
+        return cls(d)

@@ -146,3 +146,86 @@ def json_row(batch: pa.Table, contract: Contract) -> dict[str, Any]:
             v = v.isoformat()
         out[k] = v
     return out
+
+
+def reference_profile(split_ds, contract: Contract, ev: Evaluated) -> str:
+    """The monitoring reference (raw train split + test scores) as JSON, to ship in the bundle."""
+    import json
+
+    from ray.data.expressions import col
+
+    from raypipe.monitor.reference import build_reference
+
+    train_raw = split_ds.filter(expr=col(SPLIT_COLUMN) == SPLIT_NAMES.index("train"))
+    ref = build_reference(
+        train_raw, contract, ev.scores, test_metrics=ev.report.metrics, primary_metric=ev.report.primary
+    )
+    return json.dumps(ref.to_dict(), indent=1)
+
+
+def test_slices(split_ds, prep: Preprocessor, booster, columns: list[str]) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Labels, scores and raw ``columns`` of the test rows, aligned (one pass over the raw test split)."""
+    from ray.data.expressions import col
+
+    from raypipe.bundle import predict_matrix
+
+    test_raw = split_ds.filter(expr=col(SPLIT_COLUMN) == SPLIT_NAMES.index("test"))
+    ys, ps, vals = [], [], {c: [] for c in columns}
+    for batch in test_raw.iter_batches(batch_size=65_536, batch_format="pyarrow"):
+        y = prep.encode_label(batch)
+        keep = ~np.isnan(y)
+        batch = batch.filter(pa.array(keep))
+        if not batch.num_rows:
+            continue
+        ys.append(y[keep])
+        ps.append(predict_matrix(booster, prep.transform_features(batch)))
+        for c in columns:
+            vals[c].append(np.asarray(batch.column(c).to_pylist(), dtype=object))
+    return np.concatenate(ys), np.concatenate(ps), {c: np.concatenate(v) for c, v in vals.items()}
+
+
+def run_report(
+    cfg: PipelineConfig,
+    *,
+    prof: Profiled,
+    fit: Trained,
+    ev: Evaluated,
+    qreport,
+    split_ds,
+    prep,
+    gate: dict[str, Any],
+    manifest: dict[str, Any],
+):
+    """Write the run report and model card to a temp folder; returns ``Reported``."""
+    import tempfile
+    from pathlib import Path
+
+    from raypipe.report.run_report import write_run_report
+    from raypipe.stages import Reported
+
+    y, p, slices = ev.y_true, ev.scores, {}
+    columns = [c for c in cfg.report.slice_columns if c in prof.contract.feature_names or c in split_ds.schema().names]
+    if columns:
+        y, p, slices = test_slices(split_ds, prep, fit.booster, columns)
+    out = Path(tempfile.mkdtemp(prefix="raypipe-report-"))
+    write_run_report(
+        out,
+        task=prof.contract.label.task,
+        y_true=y,
+        scores=p,
+        class_names=prof.contract.label.classes,
+        feature_importance=_importance(fit.booster),
+        slices=slices,
+        quality=qreport.to_dict(),
+        data_summary={"rows": prof.rows, "features": len(prof.contract.features), "task": prof.contract.label.task},
+        manifest=manifest,
+        gate=gate,
+        card=cfg.report,
+    )
+    return Reported(out)
+
+
+def _importance(model) -> dict[str, float]:
+    if hasattr(model, "get_score"):
+        return {k: float(v) for k, v in model.get_score(importance_type="gain").items()}
+    return {}

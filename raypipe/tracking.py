@@ -96,6 +96,12 @@ class Tracker:
 
             mlflow.log_artifact(str(path), folder)
 
+    def log_artifacts(self, folder, path: str | None = None) -> None:
+        if self.enabled:
+            import mlflow
+
+            mlflow.log_artifacts(str(folder), path)
+
     def log_input(self, data_uri: str, name: str, digest: str, rows: dict[str, int]) -> None:
         if not self.enabled:
             return
