@@ -161,9 +161,8 @@ def _hold_open(url: str, path: str = "/predict") -> socket.socket:
     """A request whose body never finishes arriving: it occupies its slot until the socket closes."""
     host, port = url.removeprefix("http://").split(":")
     s = socket.create_connection((host, int(port)), timeout=10)
-    s.sendall(
-        f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{".encode()
-    )
+    head = f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n"
+    s.sendall(head.encode() + b"\r\n{")
     return s
 
 
