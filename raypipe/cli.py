@@ -283,6 +283,10 @@ def serve_cmd(
             emit_config.write_text(yaml.safe_dump(deploy_config(uri, tracking, serve_cfg), sort_keys=False))
             out.print(f"wrote {emit_config}: `serve deploy {emit_config}` deploys {uri}")
             return
+        if not reload and not address and not os.environ.get("RAY_ADDRESS"):
+            from raypipe.serve.deploy import ingress_env
+
+            os.environ.update(ingress_env(serve_cfg))  # read once, when this process starts Ray
         runtime.connect(address, log_to_driver=_state["debug"])
         if reload:
             result = reload_app(uri, tracking, serve_cfg)

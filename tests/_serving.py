@@ -144,6 +144,7 @@ class Load:
                     if code >= 500 and attempt == 0 and self.retry:
                         with self._lock:
                             self.first_try_failures += 1
+                        time.sleep(0.1)  # back off, as clients do: the balancer drops the dead replica
                         continue
                     break
                 except (OSError, http.client.HTTPException) as e:
@@ -153,6 +154,7 @@ class Load:
                     if attempt == 0 and self.retry:
                         with self._lock:
                             self.first_try_failures += 1
+                        time.sleep(0.1)
             with self._lock:
                 self.codes[code] += 1
                 self.sent += 1

