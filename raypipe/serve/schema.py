@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from typing import Any
+from typing import Any, Literal
 
+import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, create_model
 
 from raypipe.data.schema import Contract
@@ -43,14 +45,35 @@ class RequestError(Exception):
 
 
 class RequestParser:
-    """Validates JSON records against the contract and builds an Arrow table."""
+    """Validates JSON records against the contract and builds an Arrow table.
 
-    def __init__(self, contract: Contract, max_records: int = 10_000) -> None:
+    Policies: ``unknown_fields`` ``reject`` (422 naming the field) or ``ignore``;
+    ``unseen_categories`` ``missing`` (scored as missing, as training does with rare
+    levels) or ``reject`` (422 naming the field and record). NaN and +/-Infinity are
+    always rejected with a 422 naming the field: JSON has no such numbers, and a
+    client sending them usually has a bug upstream; send ``null`` for missing.
+    """
+
+    def __init__(
+        self,
+        contract: Contract,
+        max_records: int = 10_000,
+        unknown_fields: Literal["reject", "ignore"] = "reject",
+        unseen_categories: Literal["reject", "missing"] = "missing",
+    ) -> None:
         fields = {f.name: (_PY_TYPES[f.kind] | None, ...) for f in contract.features}
-        # Unknown fields and NaN/inf are rejected: both usually mean a client bug.
+        extra = "forbid" if unknown_fields == "reject" else "ignore"
         record = create_model(
-            "Record", __config__=ConfigDict(extra="forbid", allow_inf_nan=False, coerce_numbers_to_str=True), **fields
+            "Record", __config__=ConfigDict(extra=extra, allow_inf_nan=False, coerce_numbers_to_str=True), **fields
         )
+        # Unseen-category check: one vectorised is_in per categorical column.
+        self._vocab = (
+            {f.name: pa.array(f.categories or [], pa.string()) for f in contract.features if f.kind == "categorical"}
+            if unseen_categories == "reject"
+            else {}
+        )
+        self.unknown_fields = unknown_fields
+        self.unseen_categories = unseen_categories
         self.record_model: type[BaseModel] = record
         self._one = TypeAdapter(record)
         self._many = TypeAdapter(list[record])
@@ -65,9 +88,16 @@ class RequestParser:
     def load_json(body: bytes) -> Any:
         """Raises RequestError 400 for a body that is not JSON."""
         try:
+            return orjson.loads(body)  # the fast path for valid JSON
+        except orjson.JSONDecodeError:
+            pass
+        # orjson refuses NaN/Infinity; the stdlib parses them so the 422 can name the field.
+        try:
             return json.loads(body)
         except (ValueError, UnicodeDecodeError) as e:
             raise RequestError(400, f"body is not valid JSON: {e}") from None
+        except RecursionError:
+            raise RequestError(400, "body is not valid JSON: nested too deeply") from None
 
     def parse_records(self, payload: Any) -> pa.Table:
         if isinstance(payload, list) and len(payload) > self.max_records:
@@ -84,7 +114,26 @@ class RequestParser:
         records = parsed if is_list else [parsed]
         if not records:
             raise RequestError(422, "no records in the request")
-        return pa.Table.from_pylist([r.model_dump() for r in records], schema=self._schema)
+        try:
+            table = pa.Table.from_pylist([r.model_dump() for r in records], schema=self._schema)
+        except (pa.ArrowException, OverflowError, ValueError) as e:
+            raise RequestError(422, f"a value cannot be represented: {e}") from None
+        if self._vocab:
+            self._check_categories(table)
+        return table
+
+    def _check_categories(self, table: pa.Table) -> None:
+        errors = []
+        for name, vocab in self._vocab.items():
+            col = table.column(name)
+            bad = pc.and_(pc.invert(pc.is_in(col, value_set=vocab)), pc.is_valid(col))
+            if pc.any(bad).as_py():
+                for i in pc.indices_nonzero(bad).to_pylist():  # error path only
+                    msg = f"unseen category {col[i].as_py()!r} (not among the {len(vocab)} trained levels)"
+                    errors.append({"record": i, "field": name, "msg": msg, "type": "unseen_category"})
+        if errors:
+            msg = "; ".join(f"record {x['record']} field '{x['field']}': {x['msg']}" for x in errors[:10])
+            raise RequestError(422, msg, errors)
 
 
 def _error(err: dict[str, Any], is_list: bool) -> dict[str, Any]:

@@ -192,11 +192,12 @@ def test_kserve_and_mlflow_protocols_agree_with_predict(summary: RunSummary) -> 
 
 def test_healthz_and_metadata(summary: RunSummary, uri: str, tmp_path: Path) -> None:
     status, health = _http("GET", summary.endpoint + "/healthz")
-    assert (status, health) == (200, {"status": "ok"})
+    assert status == 200 and health["status"] == "ok" and health["model_version"] == summary.model_version
     status, meta = _http("GET", summary.endpoint + "/metadata")
     assert status == 200
     assert meta["model_name"] == "flights" and meta["model_version"] == summary.model_version
-    assert meta["run_id"] == summary.run_id and meta["model_uri"] == "models:/flights@champion"
+    # The alias is pinned to its version at deploy time (all replicas serve the same model).
+    assert meta["run_id"] == summary.run_id and meta["model_uri"] == f"models:/flights/{summary.model_version}"
     assert meta["task"] == "binary" and meta["classes"] == ["false", "true"]
     # The served schema is the contract logged with the run.
     logged = json.loads(

@@ -17,7 +17,7 @@ from raypipe.data.synth import write_synth
 from raypipe.pipeline import run_pipeline
 from raypipe.publish import promote, rollback
 
-ALL_CACHED = ["ingest", "profile", "quality", "preprocess", "train", "evaluate", "register"]
+ALL_CACHED = ["ingest", "profile", "quality", "preprocess", "train", "evaluate", "register", "report"]
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +77,10 @@ def test_rerun_reuses_stages_and_changes_invalidate_downstream(
     m = json.loads(Path(first.manifest_path).read_text())
     assert m["config_hash"] == first.config_hash and m["data"]["fingerprint"] == first.data_fingerprint
     assert m["seeds"] == {"split": cfg.data.split.seed, "xgboost": cfg.train.seed, "tune": None}
-    assert set(m["artifacts"]["sha256"]) == {"model.ubj", "preprocessor.json", "contract.json"}
+    assert set(m["artifacts"]["sha256"]) == {"model.ubj", "preprocessor.json", "contract.json", "reference.json"}
+    report_files = {a.path for a in client.list_artifacts(first.run_id, "report")}
+    assert {"report/report.html", "report/model_card.md", "report/metrics.json"} <= report_files
+    assert Path(first.report_path).is_file() and "<img" in Path(first.report_path).read_text()
     assert m["cluster"]["cpus"] == 2 and m["packages"]["ray"]
     mv = client.get_model_version("small", "1")
     assert mv.tags["raypipe.sha256.model.ubj"] == m["artifacts"]["sha256"]["model.ubj"]

@@ -1,0 +1,188 @@
+"""Shared by the serving tests: a tiny registered model, Serve deploys, and a bounded HTTP load client.
+
+Importable from any test (pytest puts ``tests/`` on sys.path for the root conftest).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import numpy as np
+import pyarrow as pa
+
+from raypipe.data.schema import ColumnSpec, Contract, LabelSpec
+
+CONTRACT = Contract(
+    features=[
+        ColumnSpec("distance", "numeric", "int16", min=10, max=5000),
+        ColumnSpec("carrier", "categorical", "string", categories=["UA", "B6", "EV"]),
+        ColumnSpec("weekend", "boolean", "bool"),
+    ],
+    label=LabelSpec("delayed", "binary", "bool", classes=["false", "true"]),
+)
+RECORD = {"distance": 1400, "carrier": "UA", "weekend": False}
+MODEL_NAME = "tiny"
+
+
+def tiny_table(n: int, seed: int = 0) -> pa.Table:
+    rng = np.random.default_rng(seed)
+    distance = rng.integers(10, 5000, n)
+    carrier = rng.choice(["UA", "B6", "EV"], n)
+    weekend = rng.random(n) < 0.3
+    delayed = (distance > 2500) ^ (carrier == "EV") ^ (rng.random(n) < 0.1)
+    return pa.table(
+        {
+            "distance": pa.array(distance, pa.int16()),
+            "carrier": carrier,
+            "weekend": weekend,
+            "delayed": delayed,
+        }
+    )
+
+
+def register_tiny_model(tracking_uri: str, artifacts: Path, *, rounds: int = 10, seed: int = 0) -> str:
+    """Train a tiny XGBoost bundle, register it as a new version of ``tiny`` and make it champion.
+
+    Returns the new version.
+    """
+    import mlflow
+    import xgboost
+    from mlflow import MlflowClient
+
+    from raypipe import registry
+    from raypipe.bundle import write_bundle
+    from raypipe.features import Preprocessor
+
+    prep = Preprocessor.fit(CONTRACT)
+    table = tiny_table(400, seed)
+    batch = prep.transform_batch(table)
+    dtrain = xgboost.DMatrix(batch["X"], batch["y"], feature_types=prep.feature_types, enable_categorical=True)
+    booster = xgboost.train({"objective": "binary:logistic", "seed": seed, "nthread": 1}, dtrain, rounds)
+    bundle_dir = artifacts / f"bundle-{seed}-{rounds}"
+    hashes = write_bundle(bundle_dir, booster, prep, CONTRACT)
+    exp = registry.setup_tracking(tracking_uri, "serve-tests", artifacts / "mlartifacts")
+    with mlflow.start_run(experiment_id=exp):
+        name, version = registry.log_bundle(bundle_dir, model_name=MODEL_NAME, input_example=None, hashes=hashes)
+    MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri).set_registered_model_alias(
+        name, "champion", version
+    )
+    return version
+
+
+# --- HTTP --------------------------------------------------------------------------
+
+
+def request(url: str, body: bytes | None, method: str = "POST", timeout_s: float = 30.0) -> tuple[int, Any]:
+    """One real HTTP request over a fresh connection; (status, JSON or raw text)."""
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout_s)
+    try:
+        headers = {"Content-Type": "application/json"} if body is not None else {}
+        conn.request(method, parts.path or "/", body=body, headers=headers)
+        resp = conn.getresponse()
+        raw = resp.read()
+    finally:
+        conn.close()
+    try:
+        return resp.status, json.loads(raw)
+    except ValueError:
+        return resp.status, raw.decode(errors="replace")
+
+
+class Load:
+    """A bounded loopback load: ``threads`` keep-alive clients POST ``body`` until ``total`` are sent.
+
+    Counts status codes and connection errors; retries once on a connection error when
+    ``retry`` (a real client's behaviour when a replica dies mid-request).
+    """
+
+    def __init__(self, url: str, body: bytes, total: int, threads: int = 8, retry: bool = False) -> None:
+        self.url, self.body, self.total, self.threads, self.retry = url, body, total, threads, retry
+        self.codes: Counter[int | str] = Counter()
+        self.versions: Counter[str] = Counter()
+        self.first_try_failures = 0
+        self._lock = threading.Lock()
+        self._next = 0
+        self.done = threading.Event()
+        self.sent = 0
+
+    def stop(self) -> None:
+        """End the load early (the requests in flight still finish and count)."""
+        with self._lock:
+            self.total = min(self.total, self._next)
+
+    def _take(self) -> bool:
+        with self._lock:
+            if self._next >= self.total:
+                return False
+            self._next += 1
+            return True
+
+    def _worker(self) -> None:
+        parts = urlsplit(self.url)
+        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+        while self._take():
+            for attempt in range(2 if self.retry else 1):
+                try:
+                    conn.request("POST", parts.path, body=self.body, headers={"Content-Type": "application/json"})
+                    resp = conn.getresponse()
+                    raw = resp.read()
+                    code: int | str = resp.status
+                    if code == 200:
+                        with self._lock:
+                            self.versions[str(json.loads(raw).get("model_version"))] += 1
+                    if code >= 500 and attempt == 0 and self.retry:
+                        with self._lock:
+                            self.first_try_failures += 1
+                        time.sleep(0.1)  # back off, as clients do: the balancer drops the dead replica
+                        continue
+                    break
+                except (OSError, http.client.HTTPException) as e:
+                    code = type(e).__name__
+                    conn.close()
+                    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+                    if attempt == 0 and self.retry:
+                        with self._lock:
+                            self.first_try_failures += 1
+                        time.sleep(0.1)
+            with self._lock:
+                self.codes[code] += 1
+                self.sent += 1
+        conn.close()
+
+    def run(self) -> Load:
+        with ThreadPoolExecutor(self.threads) as pool:
+            for _ in range(self.threads):
+                pool.submit(self._worker)
+        self.done.set()
+        return self
+
+    @contextmanager
+    def in_background(self) -> Iterator[Load]:
+        t = threading.Thread(target=self.run, daemon=True)
+        t.start()
+        try:
+            yield self
+        finally:
+            t.join(300)
+
+    def wait_until_sent(self, n: int, timeout_s: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while self.sent < n and not self.done.is_set():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"only {self.sent} of {n} requests sent in {timeout_s}s")
+            time.sleep(0.01)
+
+    @property
+    def failures(self) -> int:
+        return sum(v for k, v in self.codes.items() if k != 200)

@@ -1,0 +1,170 @@
+"""Serving policies without Ray: validation policies, the prediction-log writer, deployment options."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pytest
+
+from raypipe.config import ServeConfig, load_config
+from raypipe.data.schema import ColumnSpec, Contract, LabelSpec
+from raypipe.errors import ConfigError
+from raypipe.serve.deploy import deploy_config, serve_settings
+from raypipe.serve.predlog import PredictionLogger, prediction_columns
+from raypipe.serve.schema import RequestError, RequestParser
+
+CONTRACT = Contract(
+    features=[
+        ColumnSpec("distance", "numeric", "int16"),
+        ColumnSpec("carrier", "categorical", "string", categories=["UA", "B6"]),
+        ColumnSpec("gate", "categorical", "int32", categories=["7", "12"]),
+    ],
+    label=LabelSpec("delayed", "binary", "bool", classes=["false", "true"]),
+)
+RECORD = {"distance": 1400, "carrier": "UA", "gate": 7}
+
+
+def _body(obj) -> bytes:
+    return json.dumps(obj).encode()
+
+
+def test_unknown_fields_ignore_drops_them() -> None:
+    table = RequestParser(CONTRACT, unknown_fields="ignore").parse(_body({**RECORD, "arr_delay": 3}))
+    assert table.column_names == ["distance", "carrier", "gate"]
+
+
+def test_unseen_categories_reject_names_record_field_and_value() -> None:
+    parser = RequestParser(CONTRACT, unseen_categories="reject")
+    with pytest.raises(RequestError) as exc:
+        parser.parse(_body([RECORD, {**RECORD, "carrier": "ZZ"}, {**RECORD, "gate": 99, "carrier": None}]))
+    err = exc.value
+    assert err.status == 422
+    assert [(e["record"], e["field"]) for e in err.errors] == [(1, "carrier"), (2, "gate")]
+    assert "unseen category 'ZZ'" in err.message
+    # null is missing, not unseen; the default policy scores unseen levels as missing
+    assert parser.parse(_body({**RECORD, "carrier": None})).num_rows == 1
+    assert RequestParser(CONTRACT).parse(_body({**RECORD, "carrier": "ZZ"})).num_rows == 1
+
+
+def test_deeply_nested_or_huge_numbers_are_4xx_not_crashes() -> None:
+    parser = RequestParser(CONTRACT)
+    with pytest.raises(RequestError) as exc:
+        parser.parse(b"[" * 100_000 + b"]" * 100_000)
+    assert exc.value.status == 400
+    with pytest.raises(RequestError) as exc:
+        parser.parse(_body({**RECORD, "distance": 10**400}))
+    assert exc.value.status == 422 and exc.value.errors[0]["field"] == "distance"
+
+
+def test_prediction_columns_per_task() -> None:
+    pred, score = prediction_columns(CONTRACT.label, np.array([0.2, 0.7]))
+    assert pred.to_pylist() == ["false", "true"] and score.to_pylist() == [0.2, 0.7]
+    multi = LabelSpec("g", "multiclass", "string", classes=["a", "b", "c"])
+    pred, score = prediction_columns(multi, np.array([[0.1, 0.6, 0.3], [0.5, 0.2, 0.3]]))
+    assert pred.to_pylist() == ["b", "a"] and score.to_pylist() == [0.6, 0.5]
+    pred, score = prediction_columns(LabelSpec("y", "regression", "double"), np.array([1.5], np.float32))
+    assert pred.to_pylist() == ["1.5"] and score.to_pylist() == [1.5]
+
+
+def _table(rows: list[dict]) -> pa.Table:
+    return RequestParser(CONTRACT).parse(_body(rows))
+
+
+def test_logger_writes_the_shared_layout_and_casts_to_contract_dtypes(tmp_path: Path) -> None:
+    plog = PredictionLogger(tmp_path, "m", CONTRACT, flush_rows=1000, flush_s=60)
+    day1 = 1_700_000_000_000  # 2023-11-14
+    plog.log("r1", day1, "3", 1.5, _table([RECORD, {**RECORD, "gate": "ZZ", "distance": None}]), np.array([0.9, 0.1]))
+    plog.log("r2", day1 + 86_400_000, "3", 2.0, _table([RECORD]), np.array([0.4]))
+    plog.close()
+    files = sorted(p.relative_to(tmp_path).parts[:2] for p in tmp_path.rglob("*.parquet"))
+    assert files == [("model=m", "date=2023-11-14"), ("model=m", "date=2023-11-15")]
+    assert not list(tmp_path.rglob("*.tmp"))
+    t = pads.dataset(tmp_path, format="parquet", partitioning="hive").to_table().sort_by("ts")
+    assert t.column("request_id").to_pylist() == ["r1", "r1", "r2"]
+    assert t.column("row").to_pylist() == [0, 1, 0] and t.schema.field("row").type == pa.int32()
+    assert t.schema.field("ts").type == pa.timestamp("ms", tz="UTC")
+    assert t.schema.field("distance").type == pa.int16() and t.column("distance").to_pylist() == [1400, None, 1400]
+    assert t.schema.field("gate").type == pa.int32() and t.column("gate").to_pylist() == [7, None, 7]  # unfit -> null
+    assert t.column("prediction").to_pylist() == ["true", "false", "false"]
+    assert t.column("latency_ms").to_pylist() == [1.5, 1.5, 2.0] and t.column("model_version").to_pylist() == ["3"] * 3
+    assert plog.stats() == {"written_rows": 3, "dropped_rows": 0, "write_errors": 0}
+
+
+def test_logger_drops_and_counts_when_full_and_never_blocks(tmp_path: Path, monkeypatch) -> None:
+    plog = PredictionLogger(tmp_path, "m", CONTRACT, flush_rows=1, flush_s=60, max_queued_rows=5)
+    gate = threading.Event()
+    real_flush = plog._flush
+    monkeypatch.setattr(plog, "_flush", lambda entries: (gate.wait(10), real_flush(entries)))
+    table = _table([RECORD, RECORD])
+    t0 = time.perf_counter()
+    accepted = [plog.log(f"r{i}", 0, "1", 1.0, table, np.array([0.5, 0.5])) for i in range(10)]
+    assert time.perf_counter() - t0 < 0.5  # the writer is stuck; logging is not
+    assert accepted.count(True) == 2 and plog.dropped_rows == 16
+    gate.set()
+    plog.close()
+    assert plog.written_rows == 4
+
+
+def test_log_failures_count_as_dropped(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    plog = PredictionLogger(blocker, "m", CONTRACT, flush_rows=1, flush_s=60)
+    plog.log("r", 0, "1", 1.0, _table([RECORD]), np.array([0.5]))
+    plog.close()
+    assert plog.stats() == {"written_rows": 0, "dropped_rows": 1, "write_errors": 1}
+
+
+def test_serve_config_checks() -> None:
+    with pytest.raises(ConfigError, match="max_batch_size"):
+        load_config(raw={"data": {"path": "d", "label": "y"}, "serve": {"max_batch_size": 64}})
+    with pytest.raises(ConfigError, match="max_replicas"):
+        load_config(raw={"data": {"path": "d", "label": "y"}, "serve": {"autoscaling": {"min_replicas": 3}}})
+    with pytest.raises(ConfigError, match="unknown_fields"):
+        load_config(raw={"data": {"path": "d", "label": "y"}, "serve": {"unknown_fields": "allow"}})
+
+
+def test_deploy_config_carries_autoscaling_queue_bound_and_policies(tmp_path: Path) -> None:
+    cfg = load_config(
+        raw={
+            "data": {"path": "d", "label": "y"},
+            "serve": {"autoscaling": {"min_replicas": 1, "max_replicas": 3}, "unseen_categories": "reject"},
+            "runtime": {"work_dir": str(tmp_path)},
+        }
+    )
+    serve_cfg = serve_settings(cfg)
+    assert serve_cfg.log_dir == str((tmp_path / "predictions").resolve())
+    out = deploy_config("models:/m@champion", "sqlite:///x.db", serve_cfg)
+    (app,) = out["applications"]
+    (dep,) = app["deployments"]
+    assert app["args"]["model_uri"] == "models:/m@champion"
+    assert app["args"]["settings"]["unseen_categories"] == "reject"
+    assert dep["autoscaling_config"]["max_replicas"] == 3 and "num_replicas" not in dep
+    assert dep["max_queued_requests"] == ServeConfig().max_queued_requests and dep["max_surge_percent"] == 100
+    assert out["http_options"]["host"] == "127.0.0.1"
+    from ray.serve.schema import ServeDeploySchema
+
+    ServeDeploySchema.model_validate(out)  # `serve deploy` accepts it as is
+
+
+def test_ingress_env_picks_haproxy_when_installed(monkeypatch) -> None:
+    import shutil
+
+    from raypipe.errors import ServingError
+    from raypipe.serve.deploy import ingress_env
+
+    for name in ("RAY_SERVE_ENABLE_HA_PROXY", "RAY_SERVE_HAPROXY_BINARY_PATH", "RAY_SERVE_THROUGHPUT_OPTIMIZED"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(shutil, "which", lambda name: "/usr/sbin/haproxy")
+    env = ingress_env(ServeConfig())
+    assert env["RAY_SERVE_ENABLE_HA_PROXY"] == "1" and env["RAY_SERVE_HAPROXY_BINARY_PATH"] == "/usr/sbin/haproxy"
+    assert ingress_env(ServeConfig(ingress="proxy")) == {}
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    assert ingress_env(ServeConfig()) == {}  # auto falls back to Serve's proxy
+    with pytest.raises(ServingError, match="apt-get install haproxy"):
+        ingress_env(ServeConfig(ingress="haproxy"))
