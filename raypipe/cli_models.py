@@ -179,19 +179,28 @@ def monitor_cmd(
         if (model is None) == (reference is None):
             raise RaypipeError("pass exactly one of --model MODEL_URI and --reference reference.json")
         start, end = parse_time(since), parse_time(until)
-        result = run_monitor(
-            cfg,
-            reference=reference,
-            model_uri=model,
-            input_path=input_,
-            since=start,
-            until=end,
-            labels=labels,
-            out_dir=out_dir,
-            tracking_uri=tracking_uri or cfg.runtime.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"),
-            send_alerts=not no_alert,
-            address=address,
-        )
+        uri = tracking_uri or cfg.runtime.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+        window = dict(input_path=input_, since=start, until=end, labels=labels, out_dir=out_dir)
+        loop = None
+        if cfg.monitor.retrain.enabled and model:
+            from raypipe.monitor.loop import monitor_and_retrain
+            from raypipe.runtime import connect
+
+            connect(address or cfg.runtime.address, cfg.runtime.num_cpus, log_to_driver=False)
+            loop = monitor_and_retrain(
+                cfg, model_uri=model, tracking_uri=uri, report=_print_stage, send_alerts=not no_alert, **window
+            )
+            result = loop.monitor
+        else:
+            result = run_monitor(
+                cfg,
+                reference=reference,
+                model_uri=model,
+                tracking_uri=uri,
+                send_alerts=not no_alert,
+                address=address,
+                **window,
+            )
     except (RaypipeError, Exception) as e:  # noqa: BLE001 - one line for everything
         _shutdown_local()
         _fail(e)
@@ -203,4 +212,6 @@ def monitor_cmd(
     if result.delivery is not None and not result.delivery.delivered:
         out.print(f"[yellow]webhook not delivered:[/] {escape(result.delivery.error or '')}", highlight=False)
     out.print(f"report: {result.report_html}\njson:   {result.report_json}", highlight=False, soft_wrap=True)
+    if loop is not None:
+        out.print(f"closed loop: {escape(loop.note)}", highlight=False, soft_wrap=True)
     raise typer.Exit(result.exit_code)

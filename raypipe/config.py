@@ -260,6 +260,16 @@ class MonitorThresholds(_Strict):
     """Request latency p95 ceiling; off by default."""
 
 
+class RetrainConfig(_Strict):
+    """The closed loop: an alert retrains on a new data window, gates it, and hot-reloads Serve."""
+
+    enabled: bool = False
+    data_path: str | None = None
+    """The new window's data; default ``data.path``."""
+    data_filter: str | None = None
+    """Its ``data.filter`` (e.g. ``month >= 10``); default ``data.filter``."""
+
+
 class MonitorConfig(_Strict):
     """``raypipe monitor``: drift, data-quality and live-performance checks over prediction logs."""
 
@@ -278,6 +288,7 @@ class MonitorConfig(_Strict):
     """First retry delay; doubles on each further attempt."""
     alert_exit_code: int = Field(8, ge=1, le=125)
     """Exit code of ``raypipe monitor`` when an alert fired (errors use 1-6)."""
+    retrain: RetrainConfig = RetrainConfig()
 
     @model_validator(mode="after")
     def _check_webhook(self) -> MonitorConfig:

@@ -393,11 +393,11 @@ def _run_stages(ctx: _Run, address: str | None, serve_model: bool | None, verbos
             d.append(summary.report_path)
 
     if serving:
-        from raypipe.serve.deploy import deploy, post_json
+        from raypipe.serve.deploy import deploy, post_json, serve_settings
 
         with timer.stage("serve") as d:
             uri = f"models:/{summary.model_name}@{cfg.register.alias}"
-            summary.endpoint = deploy(uri, ctx.tracking_uri, cfg.serve)
+            summary.endpoint = deploy(uri, ctx.tracking_uri, serve_settings(cfg))
             status, body = post_json(summary.endpoint + "/predict", summary.example)
             if status != 200:
                 from raypipe.errors import ServingError
