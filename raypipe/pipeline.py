@@ -187,31 +187,20 @@ def run_pipeline(
         example_rows = ds.take_batch(3, batch_format="pyarrow")
         d.append(f"{len(prep.feature_names)} model inputs")
 
-    from raypipe.train import xgboost as xgb_train
+    from raypipe.train import fit_model
 
     with timer.stage("train") as d:
         serve_cpus = cfg.serve.num_replicas * cfg.serve.cpus_per_replica if _serving(cfg, serve_model) else 0.0
         budget = runtime.CpuBudget.plan(session, cfg.train, cfg.runtime.data_cpus, serve_cpus)
         pos_weight = _pos_weight(profile, contract) if contract.label.task == "binary" else None
-        params = xgb_train.xgb_params(
-            cfg.train, contract.label.task, len(contract.label.classes or []), budget.nthread, pos_weight
-        )
         run_name = f"{cfg.name}-{dt.datetime.now():%Y%m%d-%H%M%S}"
-        fit = xgb_train.fit(
-            parts["train"],
-            parts["valid"],
-            feature_names=prep.feature_names,
-            feature_types=prep.feature_types,
-            params=params,
-            cfg=cfg.train,
-            budget=budget,
-            storage_path=storage,
-            run_name=run_name,
-        )
+        fit = fit_model(parts, prep, contract, cfg, budget, storage, run_name, pos_weight=pos_weight)
         d.append(
-            f"{budget.num_workers} worker(s) x {budget.cpus_per_worker:g} CPU, nthread={budget.nthread}, "
+            f"{fit.kind}: {budget.num_workers} worker(s) x {budget.cpus_per_worker:g} CPU, nthread={budget.nthread}, "
             f"best round {fit.best_iteration + 1}/{fit.rounds}"
         )
+        if fit.tune:
+            d.append(f"tune: {fit.tune['num_trials']} trials, best {fit.tune['metric']}={fit.tune['best_score']:.4f}")
 
     with timer.stage("evaluate") as d:
         report_ = _evaluate(fit.booster, parts["test"], contract, cfg.evaluate.primary_metric)
@@ -230,6 +219,8 @@ def run_pipeline(
     summary.notes = list(contract.notes) + [
         f"data quality [{f.action}] {f.rule} '{f.column}': {f.message}" for f in qreport.findings
     ]
+    if fit.sampling:
+        summary.notes.append(fit.sampling)
 
     if cfg.register.enabled:
         with timer.stage("register") as d:
@@ -255,14 +246,10 @@ def run_pipeline(
 
 def fit_preprocessor(cfg: PipelineConfig, contract: Contract, train_stats) -> Preprocessor:
     """The preprocessor the ``features`` section asks for, fitted on train-split statistics."""
-    return Preprocessor.fit(
-        contract,
-        train_stats,
-        derived=cfg.features.derived,
-        impute=cfg.features.impute,
-        encoding=cfg.features.encoding,
-        scale=cfg.features.scale,
-    )
+    from raypipe.train import preprocessing_for
+
+    # Encoding, scaling and imputation default to what the model needs (one-hot + scaled for linear).
+    return Preprocessor.fit(contract, train_stats, derived=cfg.features.derived, **preprocessing_for(cfg))
 
 
 def infer_schema(cfg: PipelineConfig, address: str | None = None) -> Contract:
@@ -308,7 +295,7 @@ def _pos_weight(profile, contract: Contract) -> float | None:
 
 
 def _evaluate(booster, test_ds, contract: Contract, primary: str | None) -> EvalReport:
-    from raypipe.bundle import predict_matrix
+    from raypipe.train import predict_matrix
 
     ys, ps = [], []
     for b in test_ds.iter_batches(batch_size=65_536, batch_format="numpy"):
@@ -346,7 +333,14 @@ def _register(cfg, summary, fit, prep, contract, report_, work, tracking_uri, co
     with mlflow.start_run(experiment_id=summary.experiment_id, run_name=cfg.name) as run:
         summary.run_id = run.info.run_id
         mlflow.log_params(_flatten(cfg.model_dump(mode="json")))
-        mlflow.log_params({"xgb." + k: v for k, v in fit.params.items() if k not in ("eval_metric",)})
+        mlflow.log_params({f"{fit.kind}." + k: v for k, v in fit.params.items() if k not in ("eval_metric",)})
+        mlflow.log_metrics(fit.metrics)
+        if fit.sampling:
+            mlflow.set_tag("raypipe.sampling", fit.sampling)
+        if fit.tune:
+            from raypipe.train.tune import log_trials
+
+            log_trials(fit.tune, tracking_uri, run.info.run_id)
         mlflow.log_metrics(summary.metrics)
         mlflow.log_metrics({f"rows_{k}": v for k, v in summary.rows.items()})
         mlflow.log_metrics({"best_iteration": fit.best_iteration, "train_wall_s": fit.wall_s})

@@ -14,7 +14,6 @@ import logging
 import os
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ import xgboost
 from raypipe.config import TrainConfig
 from raypipe.errors import TrainingError
 from raypipe.runtime import CpuBudget
+from raypipe.train.common import FitResult
 
 log = logging.getLogger(__name__)
 
@@ -39,19 +39,6 @@ _DEFAULTS: dict[str, Any] = {
     "max_bin": 256,
     "max_cat_to_onehot": 1,
 }
-
-
-@dataclass
-class FitResult:
-    booster: Any
-    best_iteration: int
-    rounds: int
-    valid_metric: str
-    valid_score: float | None
-    params: dict[str, Any]
-    wall_s: float
-    checkpoint_path: str | None = None
-    history: dict[str, list[float]] = field(default_factory=dict)
 
 
 def xgb_params(
@@ -290,7 +277,8 @@ def fit(
     metric = params["eval_metric"][-1] if isinstance(params.get("eval_metric"), list) else "rmse"
     booster.set_param({"nthread": budget.nthread})
     return FitResult(
-        booster=booster,
+        model=booster,
+        kind="xgboost",
         best_iteration=int(meta.get("best_iteration", booster.num_boosted_rounds() - 1)),
         rounds=int(meta.get("rounds", booster.num_boosted_rounds())),
         valid_metric=f"valid_{metric}",
