@@ -22,7 +22,6 @@ import xgboost
 from raypipe.data.schema import Contract
 from raypipe.errors import RegistryError
 from raypipe.features import Preprocessor
-
 from raypipe.train.common import predict_matrix
 
 BOOSTER_FILE = "model.ubj"
