@@ -158,7 +158,7 @@ def _train_xgb(plan, params, train, valid, num_boost_round, report):
     dtrain = xgboost.QuantileDMatrix(
         train.X, train.y, weight=train.w, max_bin=p.get("max_bin", 256), nthread=p["nthread"]
     )
-    evals = [(dtrain, "train")]
+    evals = []  # valid only: a train-split metric every round costs time and nothing reads it
     if valid is not None and valid.rows:
         evals.append(
             (xgboost.QuantileDMatrix(valid.X, valid.y, weight=valid.w, ref=dtrain, nthread=p["nthread"]), "valid")
@@ -174,7 +174,7 @@ def _train_xgb(plan, params, train, valid, num_boost_round, report):
             return False
 
     callbacks: list[Any] = [Report()]
-    early = plan.train.early_stopping_rounds if len(evals) > 1 else None
+    early = plan.train.early_stopping_rounds if evals else None
     if early:
         callbacks.append(
             xgboost.callback.EarlyStopping(rounds=early, save_best=False, data_name="valid", metric_name=xname)
