@@ -58,6 +58,8 @@ class RunSummary:
     example: dict[str, Any] | None = None
     prediction: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
+    tune: dict[str, Any] | None = None
+    """The Ray Tune search (best model, params and score, trial count) when ``tune.enabled``."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -221,6 +223,8 @@ def run_pipeline(
     ]
     if fit.sampling:
         summary.notes.append(fit.sampling)
+    if fit.tune:
+        summary.tune = {k: v for k, v in fit.tune.items() if k != "trials"}
 
     if cfg.register.enabled:
         with timer.stage("register") as d:

@@ -257,6 +257,8 @@ def search(
                 # The generator enforces the limit itself (Tune ignores max_concurrent_trials for it).
                 search_alg=BasicVariantGenerator(random_state=tune_cfg.seed, max_concurrent=conc),
                 time_budget_s=tune_cfg.time_budget_s,
+                # The default name lists every sampled value, those of models the trial did not pick too.
+                trial_dirname_creator=_trial_dirname,
             ),
             run_config=tune.RunConfig(name=experiment_name, storage_path=storage_path, verbose=0),
         )
@@ -334,6 +336,10 @@ def refit(
         valid_score=summary["best_score"],
         tune=summary,
     )
+
+
+def _trial_dirname(trial) -> str:
+    return f"trial_{trial.trial_id}_{trial.config.get('model', '')}"
 
 
 def _refit_task(plan, model, params, train, valid, rounds):
