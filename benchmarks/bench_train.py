@@ -148,9 +148,12 @@ class _PssSampler(threading.Thread):
         me = psutil.Process()
         total = 0
         for p in [me, *me.children(recursive=True)]:
+            # smaps_rollup is one summary per process: far cheaper than psutil's full smaps walk,
+            # which measurably slowed the workers it sampled.
             try:
-                total += p.memory_full_info().pss
-            except psutil.Error:
+                with open(f"/proc/{p.pid}/smaps_rollup") as f:
+                    total += next(int(ln.split()[1]) for ln in f if ln.startswith("Pss:")) * 1024
+            except (OSError, StopIteration):
                 pass
         return total / MB
 
@@ -252,7 +255,7 @@ def _raypipe_child(path: str, rounds: int, work: str) -> dict:
 # --- Tune overhead ---------------------------------------------------------------------------------
 
 
-def tune_overhead(rows: int, trials: int, rounds: int, work: Path) -> dict:
+def tune_overhead(rows: int, trials: int, rounds: int, work: str) -> dict:
     """A FIFO search (no pruning, so every trial runs its full length) over eta; trials >= 10 s."""
     import ray
 
@@ -282,7 +285,12 @@ def tune_overhead(rows: int, trials: int, rounds: int, work: Path) -> dict:
     budget = runtime.CpuBudget.plan(session, cfg.train, cfg.runtime.data_cpus, 0.0)
     plan = tune_mod.TrialPlan("binary", 2, "valid_auc", "max", cfg.train, 10, rounds, 1, None, None)
     summary = tune_mod.search(
-        plan, cfg.tune, data, budget=budget, storage_path=str(work / "tune"), experiment_name=f"t{time.time():.0f}"
+        plan,
+        cfg.tune,
+        data,
+        budget=budget,
+        storage_path=str(Path(work) / "tune"),
+        experiment_name=f"t{time.time():.0f}",
     )
     ray.shutdown()
     trial_s = [t["trial_s"] for t in summary["trials"]]
@@ -325,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="bench-train-") as work:
         if args.tune:
-            r = {**meta, **_in_child("tune_overhead", 200_000, 6, 150, work)}
+            r = {**meta, **_in_child("tune_overhead", 200_000, 6, 150, str(work))}
             print(
                 f"tune: {r['trials']} trials (min {r['trial_s_min']:.1f}s each), concurrency {r['concurrency']}: "
                 f"search {r['search_wall_s']:.1f}s vs ideal {r['ideal_s']:.1f}s -> overhead {r['overhead']:+.1%}"

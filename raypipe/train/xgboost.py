@@ -1,7 +1,11 @@
 """XGBoost on Ray Train: data-parallel, checkpointed, resumable.
 
-Workers read their Ray Data shard as NumPy batches and feed them to a
-``QuantileDMatrix`` through a ``DataIter`` (no pandas, no concatenated copy).
+Each worker gets a disjoint set of the materialised splits' Ray Data blocks (object
+refs, balanced by rows), reads them zero-copy from the object store as NumPy and
+feeds them to a ``QuantileDMatrix`` through a ``DataIter`` (no pandas, no
+concatenated copy, no streaming-split executor). Datasets that are not
+materialised, or have fewer blocks than workers, go through Ray Train's
+``get_dataset_shard`` instead.
 Metrics and checkpoints (XGBoost's own UBJ format) are reported every
 ``checkpoint_every_rounds`` rounds, not every round: a ``train.report`` costs
 far more than a boosting round on small data.
@@ -29,6 +33,10 @@ log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.ubj"
 _START_TIMEOUT_ENV = "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"
+_HEALTH_CHECK_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
+# Ray Train's controller notices a finished (or dead) worker group only at its next poll (2 s by
+# default): measured here, 0.25 s takes ~3.4 s off every fit; the poll is one small RPC per worker.
+_HEALTH_CHECK_S = "0.25"
 _META_FILE = "meta.json"
 
 _DEFAULTS: dict[str, Any] = {
@@ -89,6 +97,41 @@ def _collect(shard) -> list[dict[str, np.ndarray]]:
     return [b for b in shard.iter_batches(batch_size=None, batch_format="numpy") if len(b["y"])]
 
 
+def block_shards(ds, num_workers: int) -> list[list[tuple[Any, tuple[int, int] | None]]] | None:
+    """The dataset's blocks dealt to ``num_workers`` (largest first, to the least-loaded worker).
+
+    Returns ``[[(block_ref, (start, end) or None), ...] per worker]``, or None when a worker would
+    get no rows (then the caller lets Ray Train shard the dataset by rows).
+    """
+    entries = []
+    for bundle in ds.iter_internal_ref_bundles():
+        for entry, sl in zip(bundle.blocks, bundle.slices):
+            rows = entry.metadata.num_rows if sl is None else sl.num_rows
+            if rows:
+                entries.append((rows, entry.ref, None if sl is None else (sl.start_offset, sl.end_offset)))
+    shards: list[list[tuple[Any, tuple[int, int] | None]]] = [[] for _ in range(num_workers)]
+    loads = [0] * num_workers
+    for rows, ref, sl in sorted(entries, key=lambda e: -e[0]):
+        i = loads.index(min(loads))
+        shards[i].append((ref, sl))
+        loads[i] += rows
+    return shards if all(loads) else None
+
+
+def _read_blocks(refs: list[tuple[Any, tuple[int, int] | None]]) -> list[dict[str, np.ndarray]]:
+    """Blocks -> NumPy batches; zero-copy views of the object store where the layout allows."""
+    import ray
+    from ray.data.block import BlockAccessor
+
+    out = []
+    for ref, sl in refs:
+        block = ray.get(ref)
+        if sl is not None:
+            block = block.slice(sl[0], sl[1] - sl[0])
+        out.append(BlockAccessor.for_block(block).to_batch_format("numpy"))
+    return out
+
+
 def _train_loop(config: dict[str, Any]) -> None:
     """Runs on every Train worker."""
     import ray.train
@@ -99,8 +142,12 @@ def _train_loop(config: dict[str, Any]) -> None:
     rank = ctx.get_world_rank()
 
     t0 = time.perf_counter()
-    train_batches = _collect(ray.train.get_dataset_shard("train"))
-    valid_batches = _collect(ray.train.get_dataset_shard("valid"))
+    if config.get("blocks"):
+        train_batches = _read_blocks(config["blocks"]["train"][rank])
+        valid_batches = _read_blocks(config["blocks"]["valid"][rank]) if config["blocks"]["valid"] else []
+    else:
+        train_batches = _collect(ray.train.get_dataset_shard("train"))
+        valid_batches = _collect(ray.train.get_dataset_shard("valid"))
     ftypes = config["feature_types"]
     fnames = config["feature_names"]
     dtrain = xgboost.QuantileDMatrix(
@@ -232,8 +279,14 @@ def fit(
         "feature_names": feature_names,
         "feature_types": feature_types,
     }
+    train_blocks = block_shards(train_ds, budget.num_workers)
+    valid_blocks = block_shards(valid_ds, budget.num_workers) if valid_ds.count() else []
+    if train_blocks is not None and valid_blocks is not None:
+        # Object refs travel in the loop config; the driver's datasets keep the blocks alive.
+        loop_config["blocks"] = {"train": train_blocks, "valid": valid_blocks}
     # Ray Train reads this in its controller (propagated from the driver's environment).
     os.environ[_START_TIMEOUT_ENV] = f"{cfg.worker_start_timeout_s:g}"
+    os.environ.setdefault(_HEALTH_CHECK_ENV, _HEALTH_CHECK_S)
     trainer = XGBoostTrainer(
         _train_loop,
         train_loop_config=loop_config,
@@ -254,7 +307,7 @@ def fit(
             ),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
         ),
-        datasets={"train": train_ds, "valid": valid_ds},
+        datasets=None if "blocks" in loop_config else {"train": train_ds, "valid": valid_ds},
     )
     t0 = time.perf_counter()
     try:
