@@ -68,7 +68,9 @@ def _fit_and_kill(data, storage: Path, name: str, params: dict):
     deadline = time.monotonic() + 180
     killed = None
     while killed is None and t.is_alive() and time.monotonic() < deadline:
-        if any(run_dir.glob("checkpoint_*/model.ubj")):
+        # A checkpoint folder exists before the controller registers it: wait for its snapshot.
+        snapshot = run_dir / "checkpoint_manager_snapshot.json"
+        if snapshot.exists() and "checkpoint_" in snapshot.read_text():
             workers = _train_workers()
             if workers:
                 killed = workers[0].pid
