@@ -126,3 +126,32 @@ def test_tune_searches_model_types_logs_nested_trials_and_registers_the_refit_wi
     again = run_pipeline(cfg.model_copy(update={"register": cfg.register.model_copy(update={"enabled": False})}))
     assert again.tune["resumed"] is True and again.tune["num_trials"] == 4
     assert again.tune["best_params"] == t["best_params"]
+
+
+def _cli(*args: str, cwd: Path):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_MODE", "MLFLOW_TRACKING_URI")}
+    env["COLUMNS"] = "80"
+    return subprocess.run([sys.executable, "-m", "raypipe", *args], cwd=cwd, env=env, capture_output=True, text=True)
+
+
+@pytest.mark.parametrize(
+    ("tune", "message"),
+    [
+        ({}, "tune.search_space or tune.models"),
+        ({"search_space": {"eta": {"loguniform": [0, 0.3]}}}, "'tune.search_space.eta': loguniform: low must be > 0"),
+    ],
+)
+def test_tune_command_rejects_a_bad_search_before_ray_starts(tmp_path: Path, tune: dict, message: str) -> None:
+    import yaml
+
+    config = tmp_path / "job.yaml"
+    config.write_text(yaml.safe_dump({"data": {"path": str(tmp_path), "label": "y"}, "tune": tune}))
+    proc = _cli("tune", str(config), cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], proc.stderr
+    assert "CPUs" not in proc.stdout

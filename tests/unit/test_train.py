@@ -48,7 +48,9 @@ def test_search_space_and_models_are_exclusive_and_models_are_checked() -> None:
         _cfg(tune={"enabled": True, "search_space": space, "models": {"xgboost": space}})
     with pytest.raises(ConfigError, match="tune.models.svm"):
         _cfg(tune={"enabled": True, "models": {"svm": space}})
-    cfg = _cfg(tune={"enabled": True, "models": {"xgboost": space, "random_forest": {"max_depth": {"randint": [2, 8]}}}})
+    cfg = _cfg(
+        tune={"enabled": True, "models": {"xgboost": space, "random_forest": {"max_depth": {"randint": [2, 8]}}}}
+    )
     assert cfg.tune.models["random_forest"]["max_depth"].kind == "randint"
 
 
@@ -165,3 +167,40 @@ def test_xgboost_bundle_still_loads_as_before(tmp_path: Path, prep, contract_for
     loaded = Bundle.load(tmp_path / "b")
     assert isinstance(loaded.booster, xgboost.Booster)
     assert np.allclose(loaded.predict_matrix(X[:, :2]), bst.inplace_predict(X[:, :2]))
+
+
+def _plan(**kw):
+    from raypipe.config import TrainConfig
+    from raypipe.train.tune import TrialPlan
+
+    base = dict(
+        task="binary",
+        num_classes=2,
+        metric="valid_auc",
+        mode="max",
+        train=TrainConfig(num_boost_round=30, early_stopping_rounds=None),
+        report_every_rounds=10,
+        max_t_rounds=30,
+        nthread=1,
+        pos_weight=None,
+        categorical_mask=None,
+    )
+    return TrialPlan(**{**base, **kw})
+
+
+def test_trial_reports_the_valid_metric_every_n_rounds_for_the_scheduler() -> None:
+    from raypipe.train.common import Arrays
+    from raypipe.train.tune import train_model
+
+    X, y = _data(n=600)
+    train, valid = Arrays(X[:500], y[:500].astype(np.float32)), Arrays(X[500:], y[500:].astype(np.float32))
+    reports: list[dict] = []
+    bst, out = train_model(_plan(), "xgboost", {"max_depth": 3}, train, valid, report=reports.append)
+    assert [r["rounds"] for r in reports] == [10, 20]  # the final result is the caller's report
+    assert all(0.5 < r["valid_auc"] <= 1 for r in reports)
+    assert out["rounds"] == 30 and out["best_iteration"] == 29 and out["valid_auc"] > 0.9
+    # A refit without a valid split trains exactly the rounds it is given.
+    bst, out = train_model(_plan(), "xgboost", {}, train, None, num_boost_round=7)
+    assert bst.num_boosted_rounds() == 7 and "valid_auc" not in out
+    est, out = train_model(_plan(), "random_forest", {"n_estimators": 5}, train, valid)
+    assert out["rounds"] == 30 and out["valid_auc"] > 0.8  # one report at the horizon: ASHA lets it finish
