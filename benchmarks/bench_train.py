@@ -333,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="bench-train-") as work:
         if args.tune:
-            r = {**meta, **_in_child("tune_overhead", 200_000, 6, 150, str(work))}
+            r = {**meta, **_in_child("tune_overhead", 400_000, 6, 200, str(work))}
             print(
                 f"tune: {r['trials']} trials (min {r['trial_s_min']:.1f}s each), concurrency {r['concurrency']}: "
                 f"search {r['search_wall_s']:.1f}s vs ideal {r['ideal_s']:.1f}s -> overhead {r['overhead']:+.1%}"

@@ -144,6 +144,13 @@ def train_model(
 
 
 def _train_xgb(plan, params, train, valid, num_boost_round, report):
+    from raypipe.train.xgboost import openmp_threads
+
+    with openmp_threads(plan.nthread):
+        return _train_xgb_threads(plan, params, train, valid, num_boost_round, report)
+
+
+def _train_xgb_threads(plan, params, train, valid, num_boost_round, report):
     import xgboost
 
     from raypipe.train.xgboost import xgb_params
@@ -259,6 +266,8 @@ def search(
                 time_budget_s=tune_cfg.time_budget_s,
                 # The default name lists every sampled value, those of models the trial did not pick too.
                 trial_dirname_creator=_trial_dirname,
+                # One process serves trial after trial: no interpreter start or imports per trial.
+                reuse_actors=True,
             ),
             run_config=tune.RunConfig(name=experiment_name, storage_path=storage_path, verbose=0),
         )

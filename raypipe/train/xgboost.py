@@ -132,8 +132,24 @@ def _read_blocks(refs: list[tuple[Any, tuple[int, int] | None]]) -> list[dict[st
     return out
 
 
+def openmp_threads(n: int):
+    """Let XGBoost use ``n`` OpenMP threads (a context manager).
+
+    Ray sets ``OMP_NUM_THREADS`` to a worker's whole CPUs (1 for a 1.5-CPU worker) and XGBoost
+    caps its ``nthread`` at it: measured here, boosting ran ~1.8x slower than ``nthread`` asked.
+    """
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=n, user_api="openmp")
+
+
 def _train_loop(config: dict[str, Any]) -> None:
     """Runs on every Train worker."""
+    with openmp_threads(config["params"]["nthread"]):
+        _train_worker(config)
+
+
+def _train_worker(config: dict[str, Any]) -> None:
     import ray.train
 
     params = config["params"]

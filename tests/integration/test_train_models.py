@@ -62,17 +62,21 @@ def test_linear_model_is_sampled_registered_and_served_from_a_skops_bundle(
 
 
 @pytest.mark.parametrize(
-    ("model", "task", "metric", "floor"),
-    [("random_forest", "multiclass", "test_accuracy", 0.5), ("hist_gradient_boosting", "regression", "test_r2", 0.3)],
+    ("model", "task", "metric", "floor", "backend"),
+    [
+        # The forest's joblib work runs on Ray's joblib backend (pool actors), as on a multi-node cluster.
+        ("random_forest", "multiclass", "test_accuracy", 0.5, "ray"),
+        ("hist_gradient_boosting", "regression", "test_r2", 0.3, "auto"),
+    ],
 )
 def test_tree_models_fit_every_task(
-    ray_session, synth, make_config, tmp_path: Path, model: str, task: str, metric: str, floor: float
+    ray_session, synth, make_config, tmp_path: Path, model: str, task: str, metric: str, floor: float, backend: str
 ) -> None:
     cfg = make_config(
         tmp_path / "work",
         _data(synth[task]),
         name=model,
-        train={"model": model, "params": {"max_depth": 6}},
+        train={"model": model, "params": {"max_depth": 6}, "joblib_backend": backend},
         register={"enabled": False},
         serve={"enabled": False},
     )
