@@ -160,7 +160,8 @@ def fit(
     params = dict(cfg.params if params is None else params)
     train_cpus = budget.num_workers * budget.cpus_per_worker
     ray_joblib = _use_ray_joblib(cfg, budget)
-    n_jobs = max(1, int(train_cpus)) if ray_joblib else budget.nthread * budget.num_workers
+    # joblib runs n_jobs=1 in-process whatever the backend: give Ray's pool at least two actors.
+    n_jobs = max(2, int(train_cpus)) if ray_joblib else budget.nthread * budget.num_workers
     est = build_estimator(
         model,
         task,
