@@ -129,17 +129,20 @@ def train_model(
         class_weight=plan.train.class_weight,
         categorical_mask=plan.categorical_mask if model == "hist_gradient_boosting" else None,
     )
-    y = train.y.astype(int) if plan.task != "regression" else train.y
+    # Arrays from the object store are read-only; scikit-learn's forest needs writable input.
+    X = np.require(train.X, requirements="W")
+    y = train.y.astype(int) if plan.task != "regression" else np.require(train.y, requirements="W")
     kw = {}
     if train.w is not None:
         kw[(est.steps[-1][0] + "__" if hasattr(est, "steps") else "") + "sample_weight"] = train.w
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(plan.nthread):
-        est.fit(train.X, y, **kw)
+        est.fit(X, y, **kw)
     out: dict[str, Any] = {"best_iteration": 0, "rounds": plan.max_t_rounds}
     if valid is not None and valid.rows:
-        out[plan.metric] = evaluate(plan.task, valid.y, predict_matrix(est, valid.X)).metrics[plan.metric[6:]]
+        scores = predict_matrix(est, np.require(valid.X, requirements="W"))
+        out[plan.metric] = evaluate(plan.task, valid.y, scores).metrics[plan.metric[6:]]
     return est, out
 
 

@@ -202,5 +202,7 @@ def test_trial_reports_the_valid_metric_every_n_rounds_for_the_scheduler() -> No
     # A refit without a valid split trains exactly the rounds it is given.
     bst, out = train_model(_plan(), "xgboost", {}, train, None, num_boost_round=7)
     assert bst.num_boosted_rounds() == 7 and "valid_auc" not in out
+    for a in (train.X, train.y, valid.X, valid.y):
+        a.setflags(write=False)  # as trials get them from the object store
     est, out = train_model(_plan(), "random_forest", {"n_estimators": 5}, train, valid)
     assert out["rounds"] == 30 and out["valid_auc"] > 0.8  # one report at the horizon: ASHA lets it finish
