@@ -276,6 +276,12 @@ def search(
         )
     grid = tuner.fit()
     wall = time.perf_counter() - t0
+    unfinished = len(grid) - grid.num_terminated - grid.num_errors
+    if unfinished:  # Ctrl-C / SIGINT: Tune saved the experiment and returned early
+        raise TrainingError(
+            f"the search was interrupted with {unfinished} of {len(grid)} trials unfinished; its state is in "
+            f"{path}: run the same config again to resume it (finished trials are kept)"
+        )
     trials = []
     for r in grid:
         m = r.metrics or {}

@@ -21,12 +21,12 @@ TRIALS = 6
 
 
 def main(storage: str, name: str, out: str) -> None:
-    X, y = arrays(12_000)
-    data = {"train": Arrays(X[:10_000], y[:10_000]), "valid": Arrays(X[10_000:], y[10_000:])}
+    X, y = arrays(150_000)
+    data = {"train": Arrays(X[:140_000], y[:140_000]), "valid": Arrays(X[140_000:], y[140_000:])}
     cfg = load_config(
         raw={
             "data": {"path": "x", "label": "y"},
-            "train": {"num_boost_round": 120, "early_stopping_rounds": None, "params": {"max_depth": 6}},
+            "train": {"num_boost_round": 300, "early_stopping_rounds": None, "params": {"max_depth": 6}},
             "tune": {
                 "enabled": True,
                 "num_samples": TRIALS,
@@ -38,7 +38,7 @@ def main(storage: str, name: str, out: str) -> None:
     )
     session = runtime.connect(num_cpus=2, log_to_driver=False)
     budget = CpuBudget(total_cpus=2, num_workers=1, cpus_per_worker=1, data_cpus=0.5, serve_cpus=0)
-    plan = tune_mod.TrialPlan("binary", 2, "valid_auc", "max", cfg.train, 10, 120, 1, None, None)
+    plan = tune_mod.TrialPlan("binary", 2, "valid_auc", "max", cfg.train, 10, 300, 1, None, None)
     summary = tune_mod.search(plan, cfg.tune, data, budget=budget, storage_path=storage, experiment_name=name)
     Path(out).write_text(
         json.dumps({k: v for k, v in summary.items() if k != "trials"} | {"n": len(summary["trials"])})
