@@ -125,6 +125,54 @@ def run(
     _shutdown_local()
 
 
+@app.command()
+def tune(
+    config: Annotated[Path, typer.Argument(help="Pipeline YAML with a tune: section (search_space or models)")],
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a value: section.key=value")] = None,
+    summary_json: Annotated[Path | None, typer.Option(help="Also write the summary (with the search) as JSON.")] = None,
+    address: Annotated[str | None, typer.Option(help="Ray cluster address (default: RAY_ADDRESS or local).")] = None,
+    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI.")] = None,
+) -> None:
+    """Search hyperparameters with Ray Tune, refit the best, evaluate it on test and register it.
+
+    Running the same config again resumes an interrupted search (finished trials are kept).
+    """
+    from raypipe.config import load_config
+
+    try:
+        cfg = load_config(config, [*(set_ or []), "tune.enabled=true"])
+        from raypipe.pipeline import run_pipeline
+
+        out.print(f"[bold]raypipe tune[/] {config} ({cfg.name})", highlight=False)
+        summary = run_pipeline(
+            cfg,
+            config_text=config.read_text(),
+            address=address,
+            tracking_uri=tracking_uri,
+            serve_model=False,
+            report=_print_stage,
+            verbose=_state["debug"],
+        )
+    except (RaypipeError, Exception) as e:  # noqa: BLE001 - one line for everything
+        _shutdown_local()
+        _fail(e)
+        return
+    _print_summary(summary)
+    t = summary.tune or {}
+    if t:
+        out.print(
+            f"[bold]best of {t['num_trials']} trials:[/] {t['best_model']} {escape(json.dumps(t['best_params']))} "
+            f"({t['metric']}={t['best_score']:.4f}{', resumed' if t['resumed'] else ''}); "
+            f"trials in {t['experiment_path']}",
+            highlight=False,
+            soft_wrap=True,
+        )
+    if summary_json:
+        summary_json.parent.mkdir(parents=True, exist_ok=True)
+        summary_json.write_text(json.dumps(summary.to_dict(), indent=2, default=str))
+    _shutdown_local()
+
+
 def _serve_until_stopped(message: str) -> None:
     """Block until Ctrl-C or SIGTERM, then stop a Ray this process started."""
     out.print(message)

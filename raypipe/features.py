@@ -167,7 +167,8 @@ class Preprocessor:
                     continue
             values = _to_float(col)
             if c.name in self.fill:
-                values[np.isnan(values)] = self.fill[c.name]
+                # np.where, not in-place: _to_float may be a read-only zero-copy view of Arrow's buffer.
+                values = np.where(np.isnan(values), np.float32(self.fill[c.name]), values)
             if c.name in self.scale:
                 mean, std = self.scale[c.name]
                 values = (values - mean) / (std or 1.0)
@@ -175,7 +176,7 @@ class Preprocessor:
             j += 1
         for expr in self.derived.values():
             values = _to_float(evaluate_expression(expr, table))
-            values[~np.isfinite(values)] = np.nan  # x / 0 is missing, not inf
+            values = np.where(np.isfinite(values), values, np.nan)  # x / 0 is missing, not inf
             out[:, j] = values
             j += 1
         return np.ascontiguousarray(out)

@@ -77,6 +77,8 @@ class RunSummary:
     cluster: dict[str, Any] | None = None
     manifest_path: str | None = None
     report_path: str | None = None
+    tune: dict[str, Any] | None = None
+    """The Ray Tune search (best model, params and score, trial count) when ``tune.enabled``."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -304,11 +306,11 @@ def _run_stages(ctx: _Run, address: str | None, serve_model: bool | None, verbos
             "train",
             key,
             Trained,
-            lambda: steps.train_model(cfg, prof, prep, prep_out.parts, budget, storage),
+            lambda: steps.train_model(cfg, prof, prep, prep_out.parts, budget, storage, ctx.tracker),
             d,
         )
         d.append(
-            f"{budget.num_workers} worker(s) x {budget.cpus_per_worker:g} CPU, nthread={budget.nthread}, "
+            f"{fit.kind}: {budget.num_workers} worker(s) x {budget.cpus_per_worker:g} CPU, nthread={budget.nthread}, "
             f"best round {fit.best_iteration + 1}/{fit.rounds}"
         )
 
@@ -341,6 +343,10 @@ def _run_stages(ctx: _Run, address: str | None, serve_model: bool | None, verbos
     summary.notes = list(prof.contract.notes) + [
         f"data quality [{f.action}] {f.rule} '{f.column}': {f.message}" for f in qreport.findings
     ]
+    if fit.sampling:
+        summary.notes.append(fit.sampling)
+    if fit.tune:
+        summary.tune = {k: v for k, v in fit.tune.items() if k != "trials"}
     log_results(ctx.tracker, summary, fit, qreport, ctx.path, ctx.cfg.name, ctx.timer.cached)
 
     if cfg.register.enabled:
@@ -435,7 +441,7 @@ def _register(ctx: _Run, fit: Trained, prep, prof: Profiled, ev: Evaluated, spli
     reg, decision, _ = register_version(
         cfg=ctx.cfg,
         work=ctx.work,
-        booster=fit.booster,
+        booster=fit.model,
         prep=prep,
         contract=prof.contract,
         evaluated=ev,

@@ -7,7 +7,7 @@ in plain formats: JSON, Parquet, XGBoost UBJ, ``.npy`` without pickle.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -138,31 +138,48 @@ class Prepared:
         return cls(Preprocessor.load(d / "preprocessor.json"), folder=d)
 
 
-@dataclass
 class Trained:
-    booster: Any
-    best_iteration: int
-    rounds: int
-    params: dict[str, Any]
-    wall_s: float
-    valid_metric: str | None = None
-    valid_score: float | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    """A trained model (XGBoost booster or scikit-learn estimator) and how it was trained.
 
-    REQUIRED = ("model.ubj", "fit.json")
+    Wraps :class:`raypipe.train.FitResult`; stored in the model's own format (XGBoost UBJ, or
+    skops for scikit-learn, whose sha256 is checked on load).
+    """
+
+    REQUIRED = ("fit.json",)
+
+    def __init__(self, fit) -> None:
+        self.fit = fit
+
+    def __getattr__(self, name: str):
+        return getattr(self.__dict__["fit"], name)
 
     def save(self, d: Path) -> None:
-        self.booster.save_model(str(d / "model.ubj"))
-        meta = {k: v for k, v in asdict(self).items() if k != "booster"}
+        from raypipe.bundle import BOOSTER_FILE, SKLEARN_FILE, sha256
+
+        # Not asdict: it would deep-copy the model.
+        meta = {f.name: getattr(self.fit, f.name) for f in fields(self.fit) if f.name != "model"}
+        if self.fit.kind == "xgboost":
+            self.fit.model.save_model(str(d / BOOSTER_FILE))
+            meta["model_file"] = BOOSTER_FILE
+        else:
+            import skops.io
+
+            skops.io.dump(self.fit.model, d / SKLEARN_FILE)
+            meta["model_file"] = SKLEARN_FILE
+        meta["model_sha256"] = sha256(d / meta["model_file"])
         _write_json(d / "fit.json", meta)
 
     @classmethod
     def load(cls, d: Path) -> Trained:
-        import xgboost
+        from raypipe.bundle import _load_model, sha256
+        from raypipe.train import FitResult
 
-        booster = xgboost.Booster()
-        booster.load_model(str(d / "model.ubj"))
-        return cls(booster=booster, **_read_json(d / "fit.json"))
+        meta = _read_json(d / "fit.json")
+        path = d / meta.pop("model_file")
+        if sha256(path) != meta.pop("model_sha256"):
+            raise ValueError(f"cached model '{path}' does not match its recorded sha256")
+        kind = meta["kind"]
+        return cls(FitResult(model=_load_model(path, "sklearn" if kind != "xgboost" else "xgboost"), **meta))
 
 
 @dataclass

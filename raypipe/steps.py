@@ -54,32 +54,31 @@ def preprocess(cfg: PipelineConfig, contract: Contract, train_stats, split_ds) -
     return Prepared(prep, parts)
 
 
-def train_model(cfg: PipelineConfig, prof: Profiled, prep: Preprocessor, parts, budget, storage: str) -> Trained:
-    from raypipe.train import xgboost as xgb_train
+def train_model(
+    cfg: PipelineConfig, prof: Profiled, prep: Preprocessor, parts, budget, storage: str, tracker
+) -> Trained:
+    """XGBoost on Ray Train, a scikit-learn model, or a Ray Tune search (trials nested under the run)."""
+    from raypipe.train import fit_model
 
     contract = prof.contract
     pos_weight = _pos_weight(prof.profile, contract) if contract.label.task == "binary" else None
-    params = xgb_train.xgb_params(
-        cfg.train, contract.label.task, len(contract.label.classes or []), budget.nthread, pos_weight
+    fit = fit_model(
+        parts,
+        prep,
+        contract,
+        cfg,
+        budget,
+        storage,
+        f"{cfg.name}-{dt.datetime.now():%Y%m%d-%H%M%S}",
+        pos_weight=pos_weight,
+        tracking_uri=tracker.tracking_uri if tracker.enabled else None,
+        parent_run_id=tracker.run_id,
     )
-    fit = xgb_train.fit(
-        parts["train"],
-        parts["valid"],
-        feature_names=prep.feature_names,
-        feature_types=prep.feature_types,
-        params=params,
-        cfg=cfg.train,
-        budget=budget,
-        storage_path=storage,
-        run_name=f"{cfg.name}-{dt.datetime.now():%Y%m%d-%H%M%S}",
-    )
-    return Trained(
-        fit.booster, fit.best_iteration, fit.rounds, fit.params, fit.wall_s, fit.valid_metric, fit.valid_score
-    )
+    return Trained(fit)
 
 
 def evaluate_model(booster, test_ds, contract: Contract, cfg: PipelineConfig) -> Evaluated:
-    from raypipe.bundle import predict_matrix
+    from raypipe.train import predict_matrix
 
     ys, ps = [], []
     for b in test_ds.iter_batches(batch_size=65_536, batch_format="numpy"):
@@ -93,14 +92,10 @@ def evaluate_model(booster, test_ds, contract: Contract, cfg: PipelineConfig) ->
 
 def fit_preprocessor(cfg: PipelineConfig, contract: Contract, train_stats) -> Preprocessor:
     """The preprocessor the ``features`` section asks for, fitted on train-split statistics."""
-    return Preprocessor.fit(
-        contract,
-        train_stats,
-        derived=cfg.features.derived,
-        impute=cfg.features.impute,
-        encoding=cfg.features.encoding,
-        scale=cfg.features.scale,
-    )
+    from raypipe.train import preprocessing_for
+
+    # Encoding, scaling and imputation default to what the model needs (one-hot + scaled for linear).
+    return Preprocessor.fit(contract, train_stats, derived=cfg.features.derived, **preprocessing_for(cfg))
 
 
 def infer_schema(cfg: PipelineConfig, address: str | None = None) -> Contract:
@@ -167,7 +162,7 @@ def test_slices(split_ds, prep: Preprocessor, booster, columns: list[str]) -> tu
     """Labels, scores and raw ``columns`` of the test rows, aligned (one pass over the raw test split)."""
     from ray.data.expressions import col
 
-    from raypipe.bundle import predict_matrix
+    from raypipe.train import predict_matrix
 
     test_raw = split_ds.filter(expr=col(SPLIT_COLUMN) == SPLIT_NAMES.index("test"))
     ys, ps, vals = [], [], {c: [] for c in columns}
@@ -206,7 +201,7 @@ def run_report(
     y, p, slices = ev.y_true, ev.scores, {}
     columns = [c for c in cfg.report.slice_columns if c in prof.contract.feature_names or c in split_ds.schema().names]
     if columns:
-        y, p, slices = test_slices(split_ds, prep, fit.booster, columns)
+        y, p, slices = test_slices(split_ds, prep, fit.model, columns)
     out = Path(tempfile.mkdtemp(prefix="raypipe-report-"))
     write_run_report(
         out,
@@ -214,7 +209,7 @@ def run_report(
         y_true=y,
         scores=p,
         class_names=prof.contract.label.classes,
-        feature_importance=_importance(fit.booster),
+        feature_importance=_importance(fit.model, prep.feature_names),
         slices=slices,
         quality=qreport.to_dict(),
         data_summary={"rows": prof.rows, "features": len(prof.contract.features), "task": prof.contract.label.task},
@@ -225,7 +220,11 @@ def run_report(
     return Reported(out)
 
 
-def _importance(model) -> dict[str, float]:
+def _importance(model, names: list[str]) -> dict[str, float]:
+    """Gain per feature (XGBoost), or the estimator's impurity importances (scikit-learn trees)."""
     if hasattr(model, "get_score"):
         return {k: float(v) for k, v in model.get_score(importance_type="gain").items()}
+    values = getattr(model, "feature_importances_", None)
+    if values is not None and len(values) == len(names):
+        return dict(zip(names, map(float, values)))
     return {}

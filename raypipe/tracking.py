@@ -154,7 +154,11 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def log_results(tracker: Tracker, summary, fit, qreport, data_uri: str, name: str, cached: list[str]) -> None:
     """Params of the fit, test metrics, split sizes, the quality report and the dataset input."""
-    tracker.log_params({"xgb." + k: v for k, v in fit.params.items() if k != "eval_metric"})
+    prefix = "xgb" if fit.kind == "xgboost" else fit.kind
+    tracker.log_params({f"{prefix}.{k}": v for k, v in fit.params.items() if k != "eval_metric"})
+    tracker.log_metrics(fit.metrics)
+    if fit.sampling:
+        tracker.set_tags({"raypipe.sampling": fit.sampling})
     tracker.log_metrics(summary.metrics)
     tracker.log_metrics({f"rows_{k}": v for k, v in summary.rows.items()})
     tracker.log_metrics({"best_iteration": fit.best_iteration, "train_wall_s": fit.wall_s})

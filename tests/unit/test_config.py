@@ -257,8 +257,8 @@ def test_split_fraction_override_must_keep_the_sum() -> None:
     assert cfg.data.split.valid == 0.2
 
 
-def test_tune_is_rejected_until_implemented() -> None:
-    with pytest.raises(ConfigError, match="tune"):
+def test_tune_needs_a_search_space() -> None:
+    with pytest.raises(ConfigError, match="tune.search_space"):
         load_config(raw=_minimal(tune={"enabled": True}))
 
 
