@@ -92,7 +92,7 @@ class Bundle:
         kind = meta.get("model_kind", "xgboost")  # bundles written before scikit-learn support
         model_file = SKLEARN_FILE if kind == "sklearn" else BOOSTER_FILE
         # The model, preprocessor and contract must be there; listed optional files (reference.json) too.
-        for name in dict.fromkeys([model_file, PREPROCESSOR_FILE, CONTRACT_FILE, *listed]):
+        for name in dict.fromkeys([model_file, PREPROCESSOR_FILE, CONTRACT_FILE, *listed, *(expected or {})]):
             want = (expected or {}).get(name) or listed.get(name)
             path = folder / name
             if not path.exists():

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from raypipe.bundle import FILES, Bundle
+from raypipe.bundle import Bundle
 from raypipe.errors import RegistryError
 
 log = logging.getLogger(__name__)
@@ -165,6 +165,37 @@ def tag_version(model_name: str, version: str, tags: dict[str, Any]) -> None:
         client.set_model_version_tag(model_name, version, k, str(v))
 
 
+def download(model_uri: str, tracking_uri: str | None = None, dst: str | None = None):
+    """Resolve ``models:/name@alias`` or ``models:/name/3`` and download its artifacts.
+
+    Returns:
+        (local folder, the MLflow ModelVersion).
+
+    Raises:
+        RegistryError: the model, version or alias does not exist, or the store is unreachable.
+    """
+    import mlflow
+    from mlflow import MlflowClient
+
+    if tracking_uri:
+        mlflow.set_tracking_uri(tracking_uri)
+    client = MlflowClient()
+    ref = model_uri[len("models:/") :]
+    try:
+        if "@" in ref:
+            name, alias = ref.split("@", 1)
+            mv = client.get_model_version_by_alias(name, alias)
+        else:
+            name, _, ver = ref.partition("/")
+            mv = client.get_model_version(name, ver)
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=f"models:/{name}/{mv.version}", dst_path=dst or tempfile.mkdtemp(prefix="raypipe-model-")
+        )
+    except Exception as e:  # noqa: BLE001 - MLflow raises many types for a missing model or store
+        raise RegistryError(f"cannot load '{model_uri}' from {mlflow.get_tracking_uri()}: {e}".splitlines()[0]) from e
+    return Path(local), mv
+
+
 @dataclass
 class LoadedModel:
     bundle: Bundle
@@ -180,28 +211,12 @@ def load_model(model_uri: str, tracking_uri: str | None = None, dst: str | None 
     Raises:
         RegistryError: the model does not exist or its files fail verification.
     """
-    import mlflow
-    from mlflow import MlflowClient
-
     if not model_uri.startswith("models:/"):
         return LoadedModel(Bundle.load(model_uri), None, None, None, model_uri)
-    if tracking_uri:
-        mlflow.set_tracking_uri(tracking_uri)
-    client = MlflowClient()
-    ref = model_uri[len("models:/") :]
-    try:
-        if "@" in ref:
-            name, alias = ref.split("@", 1)
-            mv = client.get_model_version_by_alias(name, alias)
-        else:
-            name, _, ver = ref.partition("/")
-            mv = client.get_model_version(name, ver)
-        local = mlflow.artifacts.download_artifacts(
-            artifact_uri=f"models:/{name}/{mv.version}", dst_path=dst or tempfile.mkdtemp(prefix="raypipe-model-")
-        )
-    except Exception as e:
-        raise RegistryError(f"cannot load '{model_uri}' from {mlflow.get_tracking_uri()}: {e}".splitlines()[0]) from e
-    expected = {f: mv.tags[_HASH_TAG + f] for f in FILES if _HASH_TAG + f in mv.tags}
+    local, mv = download(model_uri, tracking_uri, dst)
+    name = mv.name
+    # Every file the registry pinned (reference.json included) must match.
+    expected = {k[len(_HASH_TAG) :]: v for k, v in mv.tags.items() if k.startswith(_HASH_TAG)}
     bundle_dir = next(Path(local).rglob("bundle.json"), None)
     if bundle_dir is None:
         raise RegistryError(f"'{model_uri}' is not a raypipe model (no bundle.json in its artifacts)")

@@ -1,8 +1,9 @@
-"""Fixtures shared by the unit and integration tests."""
+"""Fixtures shared by the unit, integration and reliability tests."""
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Iterable
 
 import pyarrow as pa
@@ -52,3 +53,34 @@ def contract_for(column_stats) -> Callable[..., object]:
         )
 
     return build
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """A fresh local Ray with 2 CPUs, shared by the whole test session and shut down at its end."""
+    import ray
+
+    from raypipe import runtime
+
+    # Never join a cluster someone else runs on this machine.
+    saved = os.environ.pop("RAY_ADDRESS", None)
+    assert not ray.is_initialized()
+    session = runtime.connect(num_cpus=2)
+    assert session.started_here and session.total_cpus == 2
+    try:
+        yield session
+    finally:
+        try:
+            from ray import serve
+
+            serve.shutdown()
+        finally:
+            ray.shutdown()
+            if saved is not None:
+                os.environ["RAY_ADDRESS"] = saved
+
+
+@pytest.fixture(scope="session")
+def local_ray(ray_session):
+    """The same Ray, by the name the serving fault tests use."""
+    yield ray_session

@@ -69,29 +69,11 @@ def load_reference(model_uri: str, tracking_uri: str | None = None) -> Reference
     """
     if not model_uri.startswith("models:/"):
         return ReferenceProfile.load(model_uri)
-    import mlflow
-    from mlflow import MlflowClient
-
     from raypipe.bundle import sha256
     from raypipe.errors import RegistryError
-    from raypipe.registry import _HASH_TAG
+    from raypipe.registry import _HASH_TAG, download
 
-    if tracking_uri:
-        mlflow.set_tracking_uri(tracking_uri)
-    ref = model_uri[len("models:/") :]
-    try:
-        client = MlflowClient()
-        if "@" in ref:
-            name, alias = ref.split("@", 1)
-            mv = client.get_model_version_by_alias(name, alias)
-        else:
-            name, _, ver = ref.partition("/")
-            mv = client.get_model_version(name, ver)
-        local = mlflow.artifacts.download_artifacts(
-            artifact_uri=f"models:/{name}/{mv.version}", dst_path=tempfile.mkdtemp(prefix="raypipe-ref-")
-        )
-    except Exception as e:
-        raise RegistryError(f"cannot load '{model_uri}' from {mlflow.get_tracking_uri()}: {e}".splitlines()[0]) from e
+    local, mv = download(model_uri, tracking_uri, tempfile.mkdtemp(prefix="raypipe-ref-"))
     found = next(Path(local).rglob(REFERENCE_FILE), None)
     if found is None:
         raise DataError(

@@ -241,6 +241,9 @@ def search(
     trainable = tune.with_resources(tune.with_parameters(_trial, plan=plan, data=data), {"cpu": per})
     path = f"{storage_path.rstrip('/')}/{experiment_name}"
     t0 = time.perf_counter()
+    # Save the experiment state after every controller step, not every >= 10 s: a killed
+    # search then reruns at most the trial that finished in its last step.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")
     resumed = tune.Tuner.can_restore(path)
     if resumed:
         log.warning("resuming the interrupted search in %s (finished trials are kept)", path)

@@ -1,39 +1,13 @@
-"""One real local Ray for every in-process integration test, plus config/MLflow helpers."""
+"""Config, MLflow and data helpers for the integration tests (the session Ray is in tests/conftest.py)."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from raypipe.config import PipelineConfig, load_config
-
-
-@pytest.fixture(scope="session")
-def ray_session():
-    """A fresh local Ray with 2 CPUs, shared by the whole test session and shut down at its end."""
-    import ray
-
-    from raypipe import runtime
-
-    # Never join a cluster someone else runs on this machine.
-    saved = os.environ.pop("RAY_ADDRESS", None)
-    assert not ray.is_initialized()
-    session = runtime.connect(num_cpus=2)
-    assert session.started_here and session.total_cpus == 2
-    try:
-        yield session
-    finally:
-        try:
-            from ray import serve
-
-            serve.shutdown()
-        finally:
-            ray.shutdown()
-            if saved is not None:
-                os.environ["RAY_ADDRESS"] = saved
 
 
 @pytest.fixture(scope="session")

@@ -76,7 +76,7 @@ def test_rerun_reuses_stages_and_changes_invalidate_downstream(
 
     m = json.loads(Path(first.manifest_path).read_text())
     assert m["config_hash"] == first.config_hash and m["data"]["fingerprint"] == first.data_fingerprint
-    assert m["seeds"] == {"split": cfg.data.split.seed, "xgboost": cfg.train.seed, "tune": None}
+    assert m["seeds"] == {"split": cfg.data.split.seed, "xgboost": cfg.train.seed, "tune": cfg.tune.seed}
     assert set(m["artifacts"]["sha256"]) == {"model.ubj", "preprocessor.json", "contract.json", "reference.json"}
     report_files = {a.path for a in client.list_artifacts(first.run_id, "report")}
     assert {"report/report.html", "report/model_card.md", "report/metrics.json"} <= report_files
@@ -150,7 +150,8 @@ def test_reproduce_matches_the_original_run(ray_session, small, tracking_uri: st
     res = reproduce(first.run_id, tracking_uri=tracking_uri)
     assert res.changes == []
     assert res.deltas.keys() == first.metrics.keys()
-    assert res.within_tolerance and max(abs(d) for d in res.deltas.values()) < 1e-9
+    # Test rows arrive in block order, which may differ: sums then differ in the last float32 bits.
+    assert res.within_tolerance and max(abs(d) for d in res.deltas.values()) < 1e-6
     assert res.summary.cached_stages == []  # it really re-executed
 
 
