@@ -51,6 +51,15 @@ def test_rerun_reuses_stages_and_changes_invalidate_downstream(
     assert again.metrics == first.metrics and again.model_version == "1"
     assert again.stage_keys == first.stage_keys
 
+    # `raypipe reproduce`: the manifest's config, re-executed with the cache off, gives the same metrics.
+    from raypipe.reproduce import reproduce
+
+    res = reproduce(first.run_id, tracking_uri=tracking_uri)
+    assert res.changes == [] and res.deltas.keys() == first.metrics.keys()
+    assert res.summary.cached_stages == []  # it really re-executed
+    # Test rows arrive in block order, which may differ: sums then differ in the last float32 bits.
+    assert res.within_tolerance and max(abs(d) for d in res.deltas.values()) < 1e-6
+
     retrained = run_pipeline(small(train={"params": {"max_depth": 3}}), tracking_uri=tracking_uri)
     assert retrained.cached_stages == ["ingest", "profile", "quality", "preprocess"]
     assert retrained.model_version == "2" and retrained.metrics != first.metrics
@@ -141,18 +150,6 @@ def test_killed_run_resumes_without_redoing_finished_stages(ray_session, small, 
         "preprocess",
     ], resumed.stdout
     assert status["train"] == "✓"
-
-
-def test_reproduce_matches_the_original_run(ray_session, small, tracking_uri: str) -> None:
-    from raypipe.reproduce import reproduce
-
-    first = run_pipeline(small(), tracking_uri=tracking_uri)
-    res = reproduce(first.run_id, tracking_uri=tracking_uri)
-    assert res.changes == []
-    assert res.deltas.keys() == first.metrics.keys()
-    # Test rows arrive in block order, which may differ: sums then differ in the last float32 bits.
-    assert res.within_tolerance and max(abs(d) for d in res.deltas.values()) < 1e-6
-    assert res.summary.cached_stages == []  # it really re-executed
 
 
 def test_against_a_real_mlflow_server(ray_session, small, mlflow_server: str, tmp_path: Path) -> None:

@@ -127,8 +127,11 @@ def test_tune_searches_model_types_logs_nested_trials_and_registers_the_refit_wi
     expected = "model.ubj" if t["best_model"] == "xgboost" else "model.skops"
     assert expected in model.bundle.hashes
 
-    # The same search again is restored, not rerun: same trials, same winner.
-    again = run_pipeline(cfg.model_copy(update={"register": cfg.register.model_copy(update={"enabled": False})}))
+    # The same search again is restored, not rerun: same trials, same winner. (Without --from train
+    # the stage cache would reuse the whole train stage and Tune would not even start.)
+    again = run_pipeline(
+        cfg.model_copy(update={"register": cfg.register.model_copy(update={"enabled": False})}), rerun_from="train"
+    )
     assert again.tune["resumed"] is True and again.tune["num_trials"] == 4
     assert again.tune["best_params"] == t["best_params"]
 
