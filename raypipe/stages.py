@@ -20,15 +20,16 @@ from raypipe.evaluate import EvalReport
 from raypipe.features import Preprocessor
 
 # The modules whose source is each stage's code version (paths under raypipe/).
+_SHARED = ("steps.py", "stages.py")  # what every stage computes with and how it is stored
 STAGE_CODE: dict[str, tuple[str, ...]] = {
-    "ingest": ("data/ingest.py",),
-    "profile": ("data/profile.py", "data/schema.py", "data/split.py"),
-    "quality": ("data/quality.py",),
-    "preprocess": ("features.py", "data/expressions.py"),
-    "train": ("train", "runtime.py"),
-    "evaluate": ("evaluate.py", "bundle.py", "monitor/reference.py", "monitor/_binning.py"),
-    "register": ("registry.py", "bundle.py", "_mlflow_model.py", "gate.py", "publish.py"),
-    "report": ("report",),
+    "ingest": ("data/ingest.py", "data/_filesource.py", *_SHARED),
+    "profile": ("data/profile.py", "data/schema.py", "data/split.py", *_SHARED),
+    "quality": ("data/quality.py", *_SHARED),
+    "preprocess": ("features.py", "data/expressions.py", *_SHARED),
+    "train": ("train", "runtime.py", *_SHARED),
+    "evaluate": ("evaluate.py", "bundle.py", "monitor/reference.py", "monitor/_binning.py", *_SHARED),
+    "register": ("registry.py", "bundle.py", "_mlflow_model.py", "gate.py", "publish.py", *_SHARED),
+    "report": ("report", *_SHARED),
 }
 STAGES = ("ingest", "profile", "quality", "preprocess", "train", "evaluate", "register", "report", "serve")
 

@@ -203,6 +203,9 @@ def run_report(
     if columns:
         y, p, slices = test_slices(split_ds, prep, fit.model, columns)
     out = Path(tempfile.mkdtemp(prefix="raypipe-report-"))
+    # The report reads the model's name and version at the manifest's top level.
+    manifest = {**manifest, "model_name": gate.get("model") or cfg.name, "model_version": gate.get("version") or "-"}
+    findings = [f"[{f.action}] {f.rule} '{f.column}': {f.message}" for f in qreport.findings]
     write_run_report(
         out,
         task=prof.contract.label.task,
@@ -211,7 +214,7 @@ def run_report(
         class_names=prof.contract.label.classes,
         feature_importance=_importance(fit.model, prep.feature_names),
         slices=slices,
-        quality=qreport.to_dict(),
+        quality={"rows": qreport.rows, "findings": findings or ["none"], "report": "quality/quality.txt"},
         data_summary={"rows": prof.rows, "features": len(prof.contract.features), "task": prof.contract.label.task},
         manifest=manifest,
         gate=gate,

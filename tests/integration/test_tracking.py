@@ -30,7 +30,11 @@ def synth_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def small(make_config, synth_dir: Path, tmp_path: Path):
     def make(**sections):
-        base = {"name": "small", "train": {"num_boost_round": 15, "early_stopping_rounds": None}}
+        base = {
+            "name": "small",
+            "train": {"num_boost_round": 15, "early_stopping_rounds": None},
+            "report": {"slice_columns": ["cat_0"], "bootstrap_samples": 20},
+        }
         base.update(sections)
         return make_config(
             tmp_path / "work", {"path": str(synth_dir), "label": "label"}, serve={"enabled": False}, **base
@@ -90,6 +94,10 @@ def test_rerun_reuses_stages_and_changes_invalidate_downstream(
     report_files = {a.path for a in client.list_artifacts(first.run_id, "report")}
     assert {"report/report.html", "report/model_card.md", "report/metrics.json"} <= report_files
     assert Path(first.report_path).is_file() and "<img" in Path(first.report_path).read_text()
+    report = json.loads((Path(first.report_path).parent / "metrics.json").read_text())
+    slices = report["slices"]["cat_0"]
+    assert len(slices) > 2 and sum(r["n"] for r in slices) == first.rows["test"]  # aligned with the test rows
+    assert "Version: 1" in (Path(first.report_path).parent / "model_card.md").read_text()
     assert m["cluster"]["cpus"] == 2 and m["packages"]["ray"]
     mv = client.get_model_version("small", "1")
     assert mv.tags["raypipe.sha256.model.ubj"] == m["artifacts"]["sha256"]["model.ubj"]
