@@ -110,6 +110,7 @@ def build(cfg, summary, *, data_path: str, files: int, code: CodeVersion, packag
             "split": cfg.data.split.seed,
             "xgboost": cfg.train.seed,
             "tune": getattr(cfg.tune, "seed", None),
+            "sampler": cfg.train.seed,  # scikit-learn's row sampling above train.max_rows_in_memory
         },
         "code": code.to_dict(),
         "packages": packages,

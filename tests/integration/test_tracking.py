@@ -89,7 +89,8 @@ def test_rerun_reuses_stages_and_changes_invalidate_downstream(
 
     m = json.loads(Path(first.manifest_path).read_text())
     assert m["config_hash"] == first.config_hash and m["data"]["fingerprint"] == first.data_fingerprint
-    assert m["seeds"] == {"split": cfg.data.split.seed, "xgboost": cfg.train.seed, "tune": cfg.tune.seed}
+    seeds = {"split": cfg.data.split.seed, "xgboost": cfg.train.seed, "tune": cfg.tune.seed, "sampler": cfg.train.seed}
+    assert m["seeds"] == seeds
     assert set(m["artifacts"]["sha256"]) == {"model.ubj", "preprocessor.json", "contract.json", "reference.json"}
     report_files = {a.path for a in client.list_artifacts(first.run_id, "report")}
     assert {"report/report.html", "report/model_card.md", "report/metrics.json"} <= report_files
