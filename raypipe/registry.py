@@ -203,6 +203,8 @@ class LoadedModel:
     version: str | None
     run_id: str | None
     uri: str
+    folder: Path | None = None
+    """The verified bundle folder on this machine."""
 
 
 def load_model(model_uri: str, tracking_uri: str | None = None, dst: str | None = None) -> LoadedModel:
@@ -212,7 +214,7 @@ def load_model(model_uri: str, tracking_uri: str | None = None, dst: str | None 
         RegistryError: the model does not exist or its files fail verification.
     """
     if not model_uri.startswith("models:/"):
-        return LoadedModel(Bundle.load(model_uri), None, None, None, model_uri)
+        return LoadedModel(Bundle.load(model_uri), None, None, None, model_uri, Path(model_uri))
     local, mv = download(model_uri, tracking_uri, dst)
     name = mv.name
     # Every file the registry pinned (reference.json included) must match.
@@ -221,4 +223,4 @@ def load_model(model_uri: str, tracking_uri: str | None = None, dst: str | None 
     if bundle_dir is None:
         raise RegistryError(f"'{model_uri}' is not a raypipe model (no bundle.json in its artifacts)")
     bundle = Bundle.load(bundle_dir.parent, expected=expected)
-    return LoadedModel(bundle, name, str(mv.version), mv.run_id, model_uri)
+    return LoadedModel(bundle, name, str(mv.version), mv.run_id, model_uri, bundle_dir.parent)
