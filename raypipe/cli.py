@@ -194,6 +194,9 @@ def _shutdown_local() -> None:
     # ray.shutdown() takes the Serve app with it; serve.shutdown() first only adds
     # raylet noise about the controller it kills.
     ray.shutdown()
+    from raypipe.serve.ingress import stop_haproxy
+
+    stop_haproxy()  # HAProxy mode: Ray leaves its haproxy running
 
 
 def _print_summary(s, keep_serving: bool = False) -> None:

@@ -22,6 +22,9 @@ def serve_cmd(
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI.")] = None,
     address: Annotated[str | None, typer.Option(help="Ray cluster address (default: RAY_ADDRESS or local).")] = None,
     emit_config: Annotated[Path | None, typer.Option(help="Write a `serve deploy` YAML for this app and exit.")] = None,
+    ingress: Annotated[
+        str | None, typer.Option(help="proxy (default serve.ingress), haproxy or direct; for a Ray started here.")
+    ] = None,
     reload: Annotated[
         bool,
         typer.Option(
@@ -52,17 +55,16 @@ def serve_cmd(
                 or os.environ.get("MLFLOW_TRACKING_URI")
                 or f"sqlite:///{Path('.raypipe').resolve() / 'mlflow.db'}"
             )
-        serve_cfg = serve_cfg.model_copy(
-            update={k: v for k, v in {"host": host, "port": port}.items() if v is not None}
-        )
+        overrides = {k: v for k, v in {"host": host, "port": port, "ingress": ingress}.items() if v is not None}
+        serve_cfg = ServeConfig.model_validate(serve_cfg.model_dump() | overrides)  # validated: a bad --ingress
         if emit_config:
             emit_config.write_text(yaml.safe_dump(deploy_config(uri, tracking, serve_cfg), sort_keys=False))
             out.print(f"wrote {emit_config}: `serve deploy {emit_config}` deploys {uri}")
             return
-        if not reload and not address and not os.environ.get("RAY_ADDRESS"):
-            from raypipe.serve.deploy import ingress_env
+        if not reload:
+            from raypipe.serve.ingress import use_ingress
 
-            os.environ.update(ingress_env(serve_cfg))  # read once, when this process starts Ray
+            use_ingress(serve_cfg, address)
         runtime.connect(address, log_to_driver=_state["debug"])
         if reload:
             result = reload_app(uri, tracking, serve_cfg)

@@ -227,6 +227,10 @@ def _run_stages(ctx: _Run, address: str | None, serve_model: bool | None, verbos
     cfg, work, timer, cache = ctx.cfg, ctx.work, ctx.timer, ctx.cache
     data_cfg = cfg.data.model_dump(mode="json")
     with timer.stage("ray") as d:
+        if _serving(cfg, serve_model) and cfg.register.enabled:
+            from raypipe.serve.ingress import use_ingress
+
+            use_ingress(cfg.serve, address or cfg.runtime.address)
         session = runtime.connect(address or cfg.runtime.address, cfg.runtime.num_cpus, log_to_driver=verbose)
         d.append(f"{session.total_cpus:g} CPUs, {session.num_nodes} node(s)")
         storage = runtime.storage_path(cfg, work)

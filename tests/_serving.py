@@ -50,26 +50,32 @@ def tiny_table(n: int, seed: int = 0) -> pa.Table:
     )
 
 
+def write_tiny_bundle(bundle_dir: Path, *, rounds: int = 10, seed: int = 0) -> dict[str, str]:
+    """Train a tiny XGBoost model and write it as a raypipe bundle folder; returns the file hashes."""
+    import xgboost
+
+    from raypipe.bundle import write_bundle
+    from raypipe.features import Preprocessor
+
+    prep = Preprocessor.fit(CONTRACT)
+    batch = prep.transform_batch(tiny_table(400, seed))
+    dtrain = xgboost.DMatrix(batch["X"], batch["y"], feature_types=prep.feature_types, enable_categorical=True)
+    booster = xgboost.train({"objective": "binary:logistic", "seed": seed, "nthread": 1}, dtrain, rounds)
+    return write_bundle(bundle_dir, booster, prep, CONTRACT)
+
+
 def register_tiny_model(tracking_uri: str, artifacts: Path, *, rounds: int = 10, seed: int = 0) -> str:
     """Train a tiny XGBoost bundle, register it as a new version of ``tiny`` and make it champion.
 
     Returns the new version.
     """
     import mlflow
-    import xgboost
     from mlflow import MlflowClient
 
     from raypipe import registry
-    from raypipe.bundle import write_bundle
-    from raypipe.features import Preprocessor
 
-    prep = Preprocessor.fit(CONTRACT)
-    table = tiny_table(400, seed)
-    batch = prep.transform_batch(table)
-    dtrain = xgboost.DMatrix(batch["X"], batch["y"], feature_types=prep.feature_types, enable_categorical=True)
-    booster = xgboost.train({"objective": "binary:logistic", "seed": seed, "nthread": 1}, dtrain, rounds)
     bundle_dir = artifacts / f"bundle-{seed}-{rounds}"
-    hashes = write_bundle(bundle_dir, booster, prep, CONTRACT)
+    hashes = write_tiny_bundle(bundle_dir, rounds=rounds, seed=seed)
     exp = registry.setup_tracking(tracking_uri, "serve-tests", artifacts / "mlartifacts")
     with mlflow.start_run(experiment_id=exp):
         name, version = registry.log_bundle(bundle_dir, model_name=MODEL_NAME, input_example=None, hashes=hashes)

@@ -28,38 +28,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def ingress_env(cfg: ServeConfig) -> dict[str, str]:
-    """Environment variables selecting ``cfg.ingress``; set them before Ray starts (Serve reads them once).
-
-    ``auto`` is ``haproxy`` when the ``haproxy`` binary is on PATH, else ``proxy``. Measured on 2 cores
-    (``benchmarks/bench_serve.py``): HAProxy mode + ``RAY_SERVE_THROUGHPUT_OPTIMIZED`` gave 1.3x a plain
-    FastAPI app's req/s at concurrency 16 and p50 +0.5 ms at concurrency 1; the default proxy 0.2x and +5 ms.
-    Variables already set in the environment win.
-
-    Example:
-        >>> os.environ.update(ingress_env(cfg.serve)); ray.init()  # doctest: +SKIP
-    """
-    import os
-    import shutil
-
-    mode = cfg.ingress
-    haproxy = os.environ.get("RAY_SERVE_HAPROXY_BINARY_PATH") or shutil.which("haproxy")
-    if mode == "auto":
-        mode = "haproxy" if haproxy else "proxy"
-    if mode == "haproxy" and not haproxy:
-        raise ServingError("serve.ingress 'haproxy' needs the haproxy binary (apt-get install haproxy) on PATH")
-    env = {
-        "proxy": {},
-        "haproxy": {
-            "RAY_SERVE_ENABLE_HA_PROXY": "1",
-            "RAY_SERVE_HAPROXY_BINARY_PATH": str(haproxy),
-            "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
-        },
-        "direct": {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"},
-    }[mode]
-    return {k: v for k, v in env.items() if k not in os.environ}
-
-
 def serve_settings(cfg: PipelineConfig) -> ServeConfig:
     """``cfg.serve`` with ``log_dir`` resolved (default ``<runtime.work_dir>/predictions``, absolute)."""
     from raypipe import runtime

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from pathlib import Path
@@ -152,19 +153,28 @@ def test_deploy_config_carries_autoscaling_queue_bound_and_policies(tmp_path: Pa
     ServeDeploySchema.model_validate(out)  # `serve deploy` accepts it as is
 
 
-def test_ingress_env_picks_haproxy_when_installed(monkeypatch) -> None:
+def test_ingress_env_proxy_by_default_haproxy_private_per_process(monkeypatch) -> None:
     import shutil
 
     from raypipe.errors import ServingError
-    from raypipe.serve.deploy import ingress_env
+    from raypipe.serve.ingress import ingress_env
 
-    for name in ("RAY_SERVE_ENABLE_HA_PROXY", "RAY_SERVE_HAPROXY_BINARY_PATH", "RAY_SERVE_THROUGHPUT_OPTIMIZED"):
-        monkeypatch.delenv(name, raising=False)
+    for name in [k for k in os.environ if k.startswith("RAY_SERVE_")]:
+        monkeypatch.delenv(name)
+    assert ServeConfig().ingress == "proxy" and ingress_env(ServeConfig()) == {}
     monkeypatch.setattr(shutil, "which", lambda name: "/usr/sbin/haproxy")
-    env = ingress_env(ServeConfig())
-    assert env["RAY_SERVE_ENABLE_HA_PROXY"] == "1" and env["RAY_SERVE_HAPROXY_BINARY_PATH"] == "/usr/sbin/haproxy"
-    assert ingress_env(ServeConfig(ingress="proxy")) == {}
+    one, two = ingress_env(ServeConfig(ingress="haproxy")), ingress_env(ServeConfig(ingress="haproxy"))
+    assert one["RAY_SERVE_ENABLE_HA_PROXY"] == "1" and one["RAY_SERVE_HAPROXY_BINARY_PATH"] == "/usr/sbin/haproxy"
+    # Two Rays on one host must not share Serve's fixed /tmp/haproxy-serve paths or ports 8404/9101.
+    for key in ("RAY_SERVE_HAPROXY_CONFIG_FILE_LOC", "RAY_SERVE_HAPROXY_SOCKET_PATH", "RAY_SERVE_HAPROXY_STATS_PORT"):
+        assert one[key] != two[key], key
+    assert not one["RAY_SERVE_HAPROXY_CONFIG_FILE_LOC"].startswith("/tmp/haproxy-serve")
+    assert len(one["RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH"]) + 57 <= 97  # HAProxy's socket path cap
+    monkeypatch.setenv("RAY_SERVE_HAPROXY_STATS_PORT", "9999")
+    assert "RAY_SERVE_HAPROXY_STATS_PORT" not in ingress_env(ServeConfig(ingress="haproxy"))  # set ones win
     monkeypatch.setattr(shutil, "which", lambda name: None)
-    assert ingress_env(ServeConfig()) == {}  # auto falls back to Serve's proxy
+    monkeypatch.delenv("RAY_SERVE_HAPROXY_BINARY_PATH", raising=False)
     with pytest.raises(ServingError, match="apt-get install haproxy"):
         ingress_env(ServeConfig(ingress="haproxy"))
+    for env in (one, two):
+        shutil.rmtree(os.path.dirname(env["RAY_SERVE_HAPROXY_CONFIG_FILE_LOC"]))
