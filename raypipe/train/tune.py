@@ -87,13 +87,27 @@ def trial_params(plan: TrialPlan, config: dict[str, Any]) -> tuple[str, dict[str
     return model, base
 
 
-def _record_attempt() -> None:
+def _record_attempt(experiment_path: str) -> None:
+    """Append a line to the trial's ``ATTEMPTS_FILE`` in its folder under the experiment path.
+
+    Not in ``get_trial_dir()``: Ray gives a fresh actor's first trial its driver staging folder and a reused
+    actor's next ones their working dir, both per Ray session (function_trainable.py ``setup`` vs
+    ``reset_config``), so a rerun after a restore would land in another session's folder.
+    """
+    import pyarrow.fs
     from ray import tune
 
-    trial_dir = Path(tune.get_context().get_trial_dir())
-    trial_dir.mkdir(parents=True, exist_ok=True)
-    with open(trial_dir / ATTEMPTS_FILE, "a") as f:
-        f.write(f"{os.getpid()} {time.time():.3f}\n")
+    fs, root = pyarrow.fs.FileSystem.from_uri(experiment_path)
+    trial_dir = f"{root}/{Path(tune.get_context().get_trial_dir()).name}"
+    fs.create_dir(trial_dir)
+    path = f"{trial_dir}/{ATTEMPTS_FILE}"
+    try:  # read + rewrite, not append: object stores have no append (one trial writes it at a time)
+        with fs.open_input_stream(path) as f:
+            old = f.read()
+    except FileNotFoundError:
+        old = b""
+    with fs.open_output_stream(path) as f:
+        f.write(old + f"{os.getpid()} {time.time():.3f}\n".encode())
 
 
 def _xgb_metric_name(metric: str, task: str) -> str:
@@ -199,11 +213,11 @@ def _train_xgb_threads(plan, params, train, valid, num_boost_round, report):
     return (bst[: best + 1] if best + 1 < bst.num_boosted_rounds() else bst), out
 
 
-def _trial(config: dict[str, Any], plan: TrialPlan, data: dict[str, Arrays]) -> None:
+def _trial(config: dict[str, Any], plan: TrialPlan, data: dict[str, Arrays], experiment_path: str) -> None:
     """One Tune trial: reports the valid metric every ``report_every_rounds`` rounds, then the final one."""
     from ray import tune
 
-    _record_attempt()
+    _record_attempt(experiment_path)
     t0 = time.perf_counter()
     model, params = trial_params(plan, config)
     _, out = train_model(plan, model, params, data["train"], data["valid"], report=tune.report)
@@ -237,12 +251,18 @@ def search(
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
+    from raypipe.train._tune_state import PersistFinishedTrials
+
     per, conc = plan_concurrency(tune_cfg, budget)
-    trainable = tune.with_resources(tune.with_parameters(_trial, plan=plan, data=data), {"cpu": per})
+    if "://" not in storage_path:
+        storage_path = os.path.abspath(storage_path)  # trials resolve it in their own working dir
     path = f"{storage_path.rstrip('/')}/{experiment_name}"
+    trainable = tune.with_parameters(_trial, plan=plan, data=data, experiment_path=path)
+    trainable = tune.with_resources(trainable, {"cpu": per})
     t0 = time.perf_counter()
-    # Save the experiment state after every controller step, not every >= 10 s: a killed
-    # search then reruns at most the trial that finished in its last step.
+    # Save the experiment state to the driver's staging folder after every controller step (read by
+    # TuneController.__init__ in fit(), so set before it), not every >= 10 s; PersistFinishedTrials
+    # then makes the save that marks a trial finished durable before the next trial starts.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")
     resumed = tune.Tuner.can_restore(path)
     if resumed:
@@ -275,7 +295,9 @@ def search(
                 # One process serves trial after trial: no interpreter start or imports per trial.
                 reuse_actors=True,
             ),
-            run_config=tune.RunConfig(name=experiment_name, storage_path=storage_path, verbose=0),
+            run_config=tune.RunConfig(
+                name=experiment_name, storage_path=storage_path, verbose=0, callbacks=[PersistFinishedTrials()]
+            ),
         )
     grid = tuner.fit()
     wall = time.perf_counter() - t0

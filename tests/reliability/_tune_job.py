@@ -1,12 +1,17 @@
-"""A small Tune search in its own process and its own local Ray (the test interrupts it with SIGINT).
+"""A small Tune search in its own process and its own local Ray (the test kills it and runs it again).
 
 python _tune_job.py STORAGE_DIR EXPERIMENT_NAME SUMMARY_JSON
+
+RAYPIPE_TEST_UPLOAD_DELAY_S=0.5 makes each of the driver's uploads to storage (the experiment state's) that
+much slower, like a remote storage path would.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
+import time
 from pathlib import Path
 
 from _train_data import arrays
@@ -20,7 +25,21 @@ from raypipe.train.common import Arrays
 TRIALS = 6
 
 
+def _slow_uploads(delay_s: float) -> None:
+    import ray.train._internal.storage as storage  # the syncer looks this function up on each upload
+
+    upload = storage._upload_to_fs_path
+
+    def slow(*args, **kwargs):
+        time.sleep(delay_s)
+        return upload(*args, **kwargs)
+
+    storage._upload_to_fs_path = slow
+
+
 def main(storage: str, name: str, out: str) -> None:
+    if os.environ.get("RAYPIPE_TEST_UPLOAD_DELAY_S"):
+        _slow_uploads(float(os.environ["RAYPIPE_TEST_UPLOAD_DELAY_S"]))
     X, y = arrays(150_000)
     data = {"train": Arrays(X[:140_000], y[:140_000]), "valid": Arrays(X[140_000:], y[140_000:])}
     cfg = load_config(
