@@ -251,6 +251,8 @@ class ServeAutoscalingConfig(_Strict):
     upscale_delay_s: float = Field(3.0, ge=0)
     """Lower than Serve's 30 s so a burst gets a second replica quickly."""
     downscale_delay_s: float = Field(60.0, ge=0)
+    look_back_period_s: float = Field(10.0, gt=0)
+    """Window the in-flight request count is averaged over (Serve's default 30 s reacts slowly)."""
 
     @model_validator(mode="after")
     def _check(self) -> ServeAutoscalingConfig:
