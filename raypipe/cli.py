@@ -230,10 +230,10 @@ def _print_summary(s, keep_serving: bool = False) -> None:
         )
         from raypipe.runtime import owns_ray
 
-        if owns_ray() and not keep_serving:
-            out.print("  (the endpoint lives while this process runs: use `raypipe run --serve` to keep it up)")
-        else:
+        if not owns_ray():
             out.print("  (the app stays deployed on the cluster after this run; `serve shutdown` removes it)")
+        elif not keep_serving:
+            out.print("  (the endpoint lives while this process runs: use `raypipe run --serve` to keep it up)")
     if s.tracking_uri:
         out.print(
             f"[bold]MLflow UI:[/] mlflow ui --backend-store-uri {s.tracking_uri} --host 127.0.0.1 --port 5000",

@@ -186,7 +186,8 @@ def test_ingress_env_haproxy_by_default_private_per_process_proxy_without_binary
     ]
     assert (tmp_path / "args").read_text().split() == ["-db", "-f", str(cfg), "-sf", "1"]
     monkeypatch.setenv("RAY_SERVE_HAPROXY_STATS_PORT", "9999")
-    assert "RAY_SERVE_HAPROXY_STATS_PORT" not in ingress_env(ServeConfig(ingress="haproxy"))  # set ones win
+    three = ingress_env(ServeConfig(ingress="haproxy"))
+    assert "RAY_SERVE_HAPROXY_STATS_PORT" not in three  # variables already set win
     assert ingress_env(ServeConfig(ingress="proxy")) == {}
 
     def missing() -> str:
@@ -196,5 +197,5 @@ def test_ingress_env_haproxy_by_default_private_per_process_proxy_without_binary
     assert ingress_env(ServeConfig()) == {}  # auto without a binary: Serve's proxy
     with pytest.raises(ServingError):
         ingress_env(ServeConfig(ingress="haproxy"))
-    for env in (one, two):
+    for env in (one, two, three):
         shutil.rmtree(os.path.dirname(env["RAY_SERVE_HAPROXY_CONFIG_FILE_LOC"]))
