@@ -43,18 +43,26 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT))
 
+def _haproxy() -> str:
+    from raypipe.serve.ingress import haproxy_binary
+
+    return haproxy_binary()
+
+
 VARIANTS = {
+    # What `raypipe serve` / `raypipe run` do: raypipe.serve.ingress.use_ingress(ServeConfig()) in the child.
+    "default": ({"RAYPIPE_BENCH_DEFAULT_INGRESS": "1"}, {}),
     "proxy": ({}, {}),
     "proxy-nobatch": ({}, {"max_batch_size": 1}),
     "direct": ({"RAY_SERVE_ENABLE_DIRECT_INGRESS": "1"}, {}),
-    "haproxy": ({"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_HAPROXY_BINARY_PATH": "/usr/sbin/haproxy"}, {}),
+    "haproxy": ({"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_HAPROXY_BINARY_PATH": _haproxy()}, {}),
     "proxy-close": ({}, {}),
     "proxy-tp": ({"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}, {}),
     "direct-tp": ({"RAY_SERVE_ENABLE_DIRECT_INGRESS": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}, {}),
     "haproxy-tp": (
         {
             "RAY_SERVE_ENABLE_HA_PROXY": "1",
-            "RAY_SERVE_HAPROXY_BINARY_PATH": "/usr/sbin/haproxy",
+            "RAY_SERVE_HAPROXY_BINARY_PATH": _haproxy(),
             "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
         },
         {},
@@ -156,6 +164,10 @@ def _serve_child(bundle: str, port: int, settings: dict) -> None:
 
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})  # for sigwait below
     os.environ.pop("RAY_ADDRESS", None)
+    if os.environ.get("RAYPIPE_BENCH_DEFAULT_INGRESS"):
+        from raypipe.serve.ingress import use_ingress
+
+        use_ingress(ServeConfig())
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     cfg = ServeConfig(port=port, log_predictions=False, **settings)
     url = deploy(bundle, None, cfg)
@@ -210,7 +222,7 @@ def _fastapi(bundle: str, duration_s: int) -> dict:
 
 
 def _haproxy_pids() -> set[int]:
-    found = subprocess.run(["pgrep", "-f", "^/usr/sbin/haproxy"], capture_output=True, text=True).stdout
+    found = subprocess.run(["pgrep", "-f", "haproxy -db -f"], capture_output=True, text=True).stdout
     return {int(p) for p in found.split()}
 
 
@@ -232,7 +244,7 @@ def _serve(bundle: str, variant: str, duration_s: int) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--duration", type=int, default=8, help="seconds per wrk run")
-    p.add_argument("--variants", default="proxy,proxy-nobatch,proxy-tp,direct,direct-tp,haproxy,haproxy-tp,proxy-close")
+    p.add_argument("--variants", default=",".join(VARIANTS))
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "serve.json")
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--port", type=int, help=argparse.SUPPRESS)
