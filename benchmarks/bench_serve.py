@@ -165,10 +165,13 @@ def _serve_child(bundle: str, port: int, settings: dict) -> None:
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})  # for sigwait below
     os.environ.pop("RAY_ADDRESS", None)
     if os.environ.get("RAYPIPE_BENCH_DEFAULT_INGRESS"):
+        from raypipe import runtime
         from raypipe.serve.ingress import use_ingress
 
         use_ingress(ServeConfig())
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+        runtime.connect(num_cpus=2, log_to_driver=False)
+    else:
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     cfg = ServeConfig(port=port, log_predictions=False, **settings)
     url = deploy(bundle, None, cfg)
     # Direct ingress: the replica itself listens on a port from 30000; find ours by the model it serves

@@ -52,6 +52,18 @@ class RaySession:
             ray.shutdown()
 
 
+_LOCAL_RAY_ENV: dict[str, str] = {}
+
+
+def add_local_ray_env(env: dict[str, str]) -> None:
+    """Environment for the Ray processes of the next local Ray ``connect`` starts.
+
+    Set in this process only while ``ray.init`` starts them, so child processes (another
+    ``raypipe``, a ``ray start``) do not inherit settings that name this Ray's own files and ports.
+    """
+    _LOCAL_RAY_ENV.update(env)
+
+
 def connect(address: str | None = None, num_cpus: int | None = None, log_to_driver: bool = True) -> RaySession:
     """Join ``address`` (or ``RAY_ADDRESS``) or start a local Ray.
 
@@ -76,14 +88,21 @@ def connect(address: str | None = None, num_cpus: int | None = None, log_to_driv
         else:
             if _AUTH_MODE_ENV not in os.environ:
                 _enable_token_mode()
-            ray.init(
-                # "local" always starts a new Ray: a bare ray.init() would silently
-                # join any `ray start` cluster on this host.
-                address="local",
-                num_cpus=num_cpus,
-                include_dashboard=False,
-                **kwargs,
-            )
+            extra = {k: v for k, v in _LOCAL_RAY_ENV.items() if k not in os.environ}
+            os.environ.update(extra)  # Ray's processes inherit the environment when they start
+            try:
+                ray.init(
+                    # "local" always starts a new Ray: a bare ray.init() would silently
+                    # join any `ray start` cluster on this host.
+                    address="local",
+                    num_cpus=num_cpus,
+                    include_dashboard=False,
+                    **kwargs,
+                )
+            finally:
+                for k in extra:
+                    os.environ.pop(k, None)
+                _LOCAL_RAY_ENV.clear()
             started_here = True
         _state["started_here"] = started_here
     secure_token_file()

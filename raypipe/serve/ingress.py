@@ -32,6 +32,8 @@ from raypipe.runtime import free_port
 
 # Short, under /tmp: HAProxy caps socket paths at 97 bytes and Ray nests a 56-character folder in this one.
 _PRIVATE_PREFIX = "rp-hap-"
+_private_dirs: list[str] = []
+"""Private folders made by ``ingress_env`` in this process (``stop_haproxy`` cleans them up)."""
 
 
 def ingress_env(cfg: ServeConfig) -> dict[str, str]:
@@ -48,6 +50,7 @@ def ingress_env(cfg: ServeConfig) -> dict[str, str]:
     if mode == "haproxy":
         haproxy = haproxy_binary()
         private = tempfile.mkdtemp(prefix=_PRIVATE_PREFIX, dir="/tmp" if os.path.isdir("/tmp") else None)
+        _private_dirs.append(private)
         env = {
             "RAY_SERVE_ENABLE_HA_PROXY": "1",
             "RAY_SERVE_HAPROXY_BINARY_PATH": _loopback_wrapper(private, haproxy),
@@ -126,42 +129,44 @@ def _loopback_wrapper(private: str, haproxy: str) -> str:
 
 
 def use_ingress(cfg: ServeConfig, address: str | None = None) -> None:
-    """Select ``cfg.ingress`` for the local Ray this process is about to start.
+    """Select ``cfg.ingress`` for the local Ray ``runtime.connect`` starts next in this process.
 
     A no-op when joining a cluster (``address`` or ``RAY_ADDRESS``) or when Ray already runs here:
     the mode is then whatever that Ray started with.
     """
     import ray
 
+    from raypipe import runtime
+
     if address or os.environ.get("RAY_ADDRESS") or ray.is_initialized():
         return
     env = ingress_env(cfg)
-    os.environ.update(env)
+    runtime.add_local_ray_env(env)
     if "RAY_SERVE_ENABLE_HA_PROXY" in env:
         atexit.register(stop_haproxy)  # registered before ray.init: runs after Ray's own shutdown hook
 
 
 def stop_haproxy() -> int:
-    """Stop the haproxy processes Serve started for this process's Ray; returns how many.
+    """Stop the haproxy processes Serve started for this process's Rays; returns how many.
 
-    Ray's shutdown leaves them running. Only processes whose command line names a file in this
-    process's private folder (set by ``ingress_env``; Serve nests its config one folder down) are signalled.
+    Ray's shutdown leaves them running. Only processes whose command line names a file in a
+    private folder this process made (``ingress_env``; Serve nests its config one folder down)
+    are signalled.
     """
-    config = os.environ.get("RAY_SERVE_HAPROXY_CONFIG_FILE_LOC", "")
-    private = Path(config).parent
-    if not private.name.startswith(_PRIVATE_PREFIX):
-        return 0
-    mine, stopped = f"{private}/".encode(), 0
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            args = cmdline.read_bytes().split(b"\0")
-        except OSError:
-            continue  # exited meanwhile
-        if any(a.startswith(mine) for a in args):
+    stopped = 0
+    while _private_dirs:
+        private = _private_dirs.pop()
+        mine = f"{private}/".encode()
+        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
             try:
-                os.kill(int(cmdline.parent.name), signal.SIGTERM)
-                stopped += 1
-            except ProcessLookupError:
-                pass
-    shutil.rmtree(private, ignore_errors=True)
+                args = cmdline.read_bytes().split(b"\0")
+            except OSError:
+                continue  # exited meanwhile
+            if any(a.startswith(mine) for a in args):
+                try:
+                    os.kill(int(cmdline.parent.name), signal.SIGTERM)
+                    stopped += 1
+                except ProcessLookupError:
+                    pass
+        shutil.rmtree(private, ignore_errors=True)
     return stopped
