@@ -24,17 +24,39 @@ pytestmark = [
 ]
 
 
-def _our_haproxy(since: float) -> dict[int, list[str]]:
-    """haproxy processes started since ``since`` with a raypipe private config (pid -> argv)."""
+def _our_haproxy(port: int) -> dict[int, list[str]]:
+    """haproxy processes with a raypipe private config whose HTTP frontend is ``port`` (pid -> argv)."""
     found = {}
     for proc in Path("/proc").glob("[0-9]*"):
         try:
             argv = (proc / "cmdline").read_bytes().decode().split("\0")
-            started = proc.stat().st_mtime
+            config = next((a for a in argv if "/rp-hap-" in a and a.endswith("haproxy.cfg")), None)
+            if argv[0].endswith("haproxy") and config and f"127.0.0.1:{port}" in Path(config).read_text():
+                found[int(proc.name)] = argv
         except OSError:
             continue
-        if argv and argv[0].endswith("haproxy") and any("/rp-hap-" in a for a in argv) and started >= since:
-            found[int(proc.name)] = argv
+    return found
+
+
+def _listening(pids) -> list[str]:
+    """``ip:port`` of the TCP sockets these processes listen on (from /proc, as ss reads it)."""
+    inodes = set()
+    for pid in pids:
+        for fd in Path(f"/proc/{pid}/fd").glob("*"):
+            try:
+                target = os.readlink(fd)
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    found = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            cols = line.split()
+            if cols[3] == "0A" and cols[9] in inodes:  # LISTEN
+                addr, port = cols[1].split(":")
+                ip = ".".join(str(b) for b in reversed(bytes.fromhex(addr))) if len(addr) == 8 else addr
+                found.append(f"{ip}:{int(port, 16)}")
     return found
 
 
@@ -42,7 +64,6 @@ def test_default_haproxy_ingress_serves_on_loopback_and_stops_its_haproxy(tmp_pa
     write_tiny_bundle(tmp_path / "bundle")
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS" and not k.startswith("RAY_SERVE_")}
-    since = time.time() - 1
     cmd = [sys.executable, "-m", "raypipe", "serve", str(tmp_path / "bundle"), "--port", str(port)]
     proc = subprocess.Popen(
         cmd,
@@ -64,12 +85,12 @@ def test_default_haproxy_ingress_serves_on_loopback_and_stops_its_haproxy(tmp_pa
         assert status == 200 and body["prediction"] in ([True], [False]), body
         status, body = request(f"http://127.0.0.1:{port}/predict", b'{"distance": "far"}')
         assert status == 422 and "distance" in json.dumps(body), body
-        ours = _our_haproxy(since)
+        ours = _our_haproxy(port)  # not another Ray's haproxy
         assert ours, "no haproxy with a raypipe private config is running"
         config = next(a for argv in ours.values() for a in argv if a.endswith("haproxy.cfg"))
-        binds = [line.split()[1] for line in Path(config).read_text().splitlines() if line.strip().startswith("bind")]
-        assert f"127.0.0.1:{port}" in binds and len(binds) >= 3, binds  # HTTP, stats, Prometheus
-        assert all(b.startswith(("127.0.0.1:", "/")) for b in binds), binds  # loopback (or a unix socket)
+        listening = _listening(ours)
+        assert f"127.0.0.1:{port}" in listening and len(listening) >= 3, listening  # HTTP, stats, Prometheus
+        assert all(a.startswith("127.0.0.1:") for a in listening), listening
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=60)
     finally:
