@@ -94,9 +94,11 @@ def test_default_haproxy_ingress_serves_on_loopback_and_stops_its_haproxy(tmp_pa
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=60)
     finally:
-        if proc.poll() is None:
+        if proc.poll() is None:  # a failed assertion: leave no haproxy behind either
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+            for pid in _our_haproxy(port):
+                os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + 15
     while any(Path(f"/proc/{pid}").exists() for pid in ours) and time.monotonic() < deadline:
         time.sleep(0.2)
