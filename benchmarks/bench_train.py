@@ -17,10 +17,13 @@ the valid split each round), the same rounds (no early stopping) and every core.
   preprocessor are timed separately and not in the ratio (the baseline's vocabulary comes free with
   its dictionary encoding; raypipe's profile is shared with the quality gate).
 
-Memory: the baseline's ``ru_maxrss``; for raypipe the peak of the summed PSS (shared object-store
-pages counted once) of the driver and every process under it (raylet, workers), sampled each second,
-and that peak minus the same sum with Ray idle before ingest. Reference: the feature matrix's size
-(rows x features x 4 bytes).
+Memory: the baseline's ``ru_maxrss``, and that less its RSS after imports. For raypipe the peak,
+sampled each second, of the memory of the driver and every process under it (raylet, workers): each
+process's anonymous memory, plus the object store's resident pages (see ``_MemSampler``),
+and that peak less the same sum with Ray idle before ingest. Of that, what scales with the data:
+the object store's growth plus the Train worker's memory beyond its size on a tiny dataset (Ray
+Train's helper actors, the worker's interpreter and libraries cost the same at any size).
+Reference: the feature matrix's size (rows x features x 4 bytes).
 
 Tune (``--tune``): a FIFO search whose trials each run >= 10 s; overhead = search wall / (sum of the
 trials' own times / concurrency) - 1.
@@ -64,6 +67,8 @@ def _config(path: Path, rounds: int, work: Path):
         raw={
             "name": "bench",
             "data": {"path": str(path), "label": "label", "id_column": "id", "validate_files": False},
+            # The synthetic layout's hive partition is not a feature (the baseline has 24 too).
+            "features": {"exclude": ["part"]},
             "train": {"num_boost_round": rounds, "early_stopping_rounds": None, "params": PARAMS},
             "serve": {"enabled": False},
             "runtime": {"work_dir": str(work)},
@@ -85,6 +90,7 @@ def baseline(path: str, rounds: int) -> dict:
     from raypipe.config import SplitConfig
     from raypipe.data.split import assign
 
+    idle_rss_mb = _rss_mb()  # interpreter + pyarrow + xgboost + scikit-learn, before any data
     t0 = time.perf_counter()
     table = pads.dataset(path, format="parquet", partitioning="hive").to_table()
     split = np.asarray(assign(table, ["id"], SplitConfig()))
@@ -125,6 +131,7 @@ def baseline(path: str, rounds: int) -> dict:
         "wall_s": t4 - t0,
         "test_auc": float(auc),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "idle_rss_mb": idle_rss_mb,
         "features": len(names),
         "nthread": nthread,
         "pyarrow_threads": pa.cpu_count(),
@@ -134,32 +141,125 @@ def baseline(path: str, rounds: int) -> dict:
 # --- raypipe ----------------------------------------------------------------------------------------
 
 
-class _PssSampler(threading.Thread):
-    """Peak of the summed PSS of this process and its descendants (Ray's raylet and workers)."""
+def _rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        return next(int(ln.split()[1]) for ln in f if ln.startswith("VmRSS:")) / 1024
+
+
+def _role(cmd: str) -> str:
+    if cmd.startswith("ray::RayTrainWorker"):
+        return "train_worker"
+    if cmd.startswith(_TRAIN_HELPERS):
+        return "train_helpers"
+    if cmd.startswith("ray::"):
+        return "ray_workers"
+    return "ray_system"
+
+
+_TRAIN_HELPERS = tuple(
+    f"ray::{n}"
+    for n in (
+        "TrainController",
+        "SynchronizationActor",
+        "PlacementGroupCleaner",
+        "DatasetManager",
+        "PreemptionWatcher",
+        "TrainStateActor",
+    )
+)
+
+
+class _MemSampler(threading.Thread):
+    """Peak memory of this process and every process under it (raylet, Ray workers), each second.
+
+    Each page counted once: every process's anonymous resident memory (its heap: Ray workers are
+    not forked from one another, so it is private), plus the pages the object store holds (its
+    /dev/shm file's allocated size, read through the raylet's mapping). A process's mapped
+    object-store pages are shared memory, left out of its own figure; the store's file counts pages
+    no live process maps too (blocks whose writer has exited, freed blocks: the store reuses freed
+    space and never returns it). Shared libraries' pages (page cache) are not counted. Read from
+    /proc/<pid>/status, not smaps: walking every process's page tables each second cost ~40 ms of
+    CPU per sample, time taken from the training it measures. ``roles`` splits the sum: driver,
+    object store, Ray Train's worker, its helper actors (controller, sync, placement-group cleaner,
+    dataset manager, preemption watcher), other Ray workers, and Ray's own daemons.
+    """
 
     def __init__(self, interval: float = 1.0) -> None:
         super().__init__(daemon=True)
-        self.interval, self.peak, self._halt = interval, 0.0, threading.Event()
+        self.interval, self._halt = interval, threading.Event()
+        self.peak, self.peak_roles, self.role_peaks = 0.0, {}, {}
+        self._store: str | None = None
+        self._roles: dict[int, str] = {}
 
-    @staticmethod
-    def total() -> float:
+    def _store_mb(self, procs) -> float | None:
+        """Allocated size of the object store's file, or None where its mapping can't be read."""
+        if self._store is None:
+            for p in procs:
+                try:
+                    if p.name() != "raylet":
+                        continue
+                    with open(f"/proc/{p.pid}/maps") as f:
+                        for ln in f:
+                            if "/plasma" in ln:
+                                self._store = f"/proc/{p.pid}/map_files/{ln.split()[0]}"
+                                break
+                except Exception:  # noqa: BLE001 - psutil's errors: gone, or not ours
+                    pass
+        try:
+            return os.stat(self._store).st_blocks * 512 / MB if self._store else None
+        except OSError:
+            return None
+
+    def _role(self, pid: int, me: int) -> str:
+        # A process's title changes as it becomes a Ray worker, then an actor: cache only final ones.
+        role = self._roles.get(pid)
+        if role is None:
+            with open(f"/proc/{pid}/cmdline") as f:
+                role = "driver" if pid == me else _role(f.read().split("\0")[0])
+            if role.startswith(("train_", "driver")):
+                self._roles[pid] = role
+        return role
+
+    def sample(self) -> tuple[float, dict[str, float]]:
+        """(total MB, MB by role)."""
         import psutil
 
         me = psutil.Process()
-        total = 0
-        for p in [me, *me.children(recursive=True)]:
-            # smaps_rollup is one summary per process: far cheaper than psutil's full smaps walk,
-            # which measurably slowed the workers it sampled.
+        procs = me.children(recursive=True)
+        roles: dict[str, float] = {}
+        for p in [me, *procs]:
             try:
-                with open(f"/proc/{p.pid}/smaps_rollup") as f:
-                    total += next(int(ln.split()[1]) for ln in f if ln.startswith("Pss:")) * 1024
+                with open(f"/proc/{p.pid}/status") as f:
+                    anon = next(int(ln.split()[1]) for ln in f if ln.startswith("RssAnon:")) / 1024
+                role = self._role(p.pid, me.pid)
             except (OSError, StopIteration):
-                pass
-        return total / MB
+                continue
+            roles[role] = roles.get(role, 0.0) + anon
+        store = self._store_mb(procs)
+        roles["object_store"] = store or 0.0
+        return sum(roles.values()), roles
+
+    def settle(self, timeout: float = 30.0) -> tuple[float, dict[str, float]]:
+        """Wait for Ray to go idle: its pooled workers keep Arrow's memory of the last pass (hundreds of
+        MB at 4 M rows) for seconds, or exit; an idle figure taken before would make the peak over it
+        look smaller by as much. Returns the sample once it has not fallen by 10 MB for 3 s."""
+        deadline = time.monotonic() + timeout
+        low = self.sample()
+        since = time.monotonic()
+        while time.monotonic() < deadline and time.monotonic() - since < 3.0:
+            time.sleep(0.5)
+            now = self.sample()
+            if now[0] < low[0] - 10:
+                low, since = now, time.monotonic()
+        return low
 
     def run(self) -> None:
         while not self._halt.wait(self.interval):
-            self.peak = max(self.peak, self.total())
+            total, roles = self.sample()
+            for k, v in roles.items():
+                self.role_peaks[k] = max(self.role_peaks.get(k, 0.0), v)
+            if total > self.peak:
+                self.peak, self.peak_roles = total, roles
 
     def stop(self) -> float:
         self._halt.set()
@@ -168,11 +268,9 @@ class _PssSampler(threading.Thread):
 
 
 def raypipe_path(path: Path, rounds: int, work: Path) -> dict:
-    from ray.data.expressions import col
-
-    from raypipe import pipeline, runtime
+    from raypipe import pipeline, runtime, steps
     from raypipe.data import ingest
-    from raypipe.data.profile import SPLIT_NAMES, combine, compute_profile
+    from raypipe.data.profile import combine, compute_profile
     from raypipe.data.schema import infer_contract
     from raypipe.data.split import SPLIT_COLUMN, add_split_column
     from raypipe.train import fit_model
@@ -197,23 +295,16 @@ def raypipe_path(path: Path, rounds: int, work: Path) -> dict:
     contract = infer_contract(schema, stats, profile["train"], cfg.data, cfg.features)
     prep = pipeline.fit_preprocessor(cfg, contract, profile["train"])
     profile_s = time.perf_counter() - t
-    time.sleep(2)
-    idle = _PssSampler.total()
-    sampler = _PssSampler()
+    sampler = _MemSampler()
+    idle, idle_roles = sampler.settle()
     sampler.start()
     t0 = time.perf_counter()
-    prepared = (
-        split_ds()
-        .map_batches(prep.transform_block, batch_format="pyarrow", fn_kwargs={"passthrough": (SPLIT_COLUMN,)})
-        .materialize()
-    )
-    parts = {n: prepared.filter(expr=col(SPLIT_COLUMN) == i).materialize() for i, n in enumerate(SPLIT_NAMES)}
-    del prepared
+    parts = steps.materialize_splits(split_ds(), prep)  # as raypipe.steps.preprocess makes them
     t1 = time.perf_counter()
     budget = runtime.CpuBudget.plan(session, cfg.train, cfg.runtime.data_cpus, 0.0)
     fit = fit_model(parts, prep, contract, cfg, budget, str(work / "train"), f"bench-{int(time.time())}")
     t2 = time.perf_counter()
-    report = pipeline._evaluate(fit.model, parts["test"], contract, None)
+    report = steps.evaluate_model(fit.model, parts["test"], contract, cfg).report
     t3 = time.perf_counter()
     peak = sampler.stop()
     session.shutdown()
@@ -224,12 +315,17 @@ def raypipe_path(path: Path, rounds: int, work: Path) -> dict:
         "dmatrix_s": load_s,
         "boost_s": boost_s,
         "train_other_s": (t2 - t1) - load_s - boost_s,
+        "train_startup_s": fit.metrics.get("startup_s"),
+        "train_winddown_s": fit.metrics.get("winddown_s"),
         "predict_s": t3 - t2,
         "wall_s": t3 - t0,
         "test_auc": report.metrics["auc"],
-        "peak_pss_mb": peak,
-        "idle_pss_mb": idle,
+        "peak_mb": peak,
+        "idle_mb": idle,
         "peak_over_idle_mb": peak - idle,
+        "peak_roles_mb": sampler.peak_roles,
+        "role_peaks_mb": sampler.role_peaks,
+        "idle_roles_mb": idle_roles,
         "ray_start_s": ray_start_s,
         "profile_s": profile_s,
         "features": len(prep.feature_names),
@@ -309,6 +405,23 @@ def tune_overhead(rows: int, trials: int, rounds: int, work: str) -> dict:
 # --- main -------------------------------------------------------------------------------------------
 
 
+TINY_ROWS = 20_000
+
+
+def _data_mb(ours: dict, tiny: dict) -> float:
+    """What grows with the data: the object store's growth, and the Train worker's memory beyond
+    what it takes on a tiny dataset. Ray Train's helper actors, the driver and Ray's daemons cost
+    the same whatever the size (see the roles at the peak)."""
+    store = ours["role_peaks_mb"]["object_store"] - ours["idle_roles_mb"]["object_store"]
+    worker = ours["role_peaks_mb"].get("train_worker", 0.0) - tiny["role_peaks_mb"].get("train_worker", 0.0)
+    return store + worker
+
+
+def _roles(ours: dict) -> str:
+    over = {k: v - ours["idle_roles_mb"].get(k, 0.0) for k, v in ours["peak_roles_mb"].items()}
+    return "(over idle: " + ", ".join(f"{k} {v:+.0f}" for k, v in sorted(over.items(), key=lambda kv: -kv[1])) + ")"
+
+
 def _write(out: Path, key: str, result: dict) -> None:
     data = json.loads(out.read_text()) if out.exists() else {}
     data[key] = result
@@ -340,6 +453,11 @@ def main(argv: list[str] | None = None) -> int:
             )
             _write(args.out, "tune", r)
             return 0
+        # What a fit costs whatever the data size (Ray Train's actors, the worker's interpreter and
+        # libraries): the same path on a tiny dataset.
+        tiny = _in_child("_raypipe_child", str(_data(TINY_ROWS, args.cache_dir)), args.rounds, work)
+        fixed_mb = tiny["peak_over_idle_mb"]
+        print(f"a fit on {TINY_ROWS:,} rows: {fixed_mb:.0f} MB over idle Ray {_roles(tiny)}")
         for rows in args.rows:
             path = _data(rows, args.cache_dir)
             base = _in_child("baseline", str(path), args.rounds)
@@ -355,7 +473,15 @@ def main(argv: list[str] | None = None) -> int:
                 "wall_ratio": ours["wall_s"] / base["wall_s"],
                 "auc_diff": ours["test_auc"] - base["test_auc"],
                 "peak_over_idle_vs_features": ours["peak_over_idle_mb"] / feature_mb,
+                "tiny_rows": TINY_ROWS,
+                "tiny_peak_over_idle_mb": fixed_mb,
+                "tiny_role_peaks_mb": tiny["role_peaks_mb"],
+                "data_mb": _data_mb(ours, tiny),
+                "data_vs_features": _data_mb(ours, tiny) / feature_mb,
+                "baseline_peak_vs_features": base["peak_rss_mb"] / feature_mb,
+                "baseline_over_idle_vs_features": (base["peak_rss_mb"] - base["idle_rss_mb"]) / feature_mb,
             }
+            _write(args.out, str(rows), r)
             print(f"\n{rows:,} rows x {base['features']} features ({feature_mb:.0f} MB), {args.rounds} rounds, depth 8")
             print(
                 f"{'':10} {'ingest':>8} {'DMatrix':>8} {'boost':>8} {'other':>8} {'wall':>8} {'AUC':>8} {'peak MB':>9}"
@@ -365,16 +491,26 @@ def main(argv: list[str] | None = None) -> int:
                 f"{base['predict_s']:8.1f} {base['wall_s']:8.1f} {base['test_auc']:8.4f} {base['peak_rss_mb']:9.0f}"
             )
             other = ours["train_other_s"] + ours["predict_s"]
+            store = ours["role_peaks_mb"]["object_store"] - ours["idle_roles_mb"]["object_store"]
+            worker, worker_tiny = (x["role_peaks_mb"].get("train_worker", 0.0) for x in (ours, tiny))
             print(
                 f"{'raypipe':10} {ours['ingest_s']:8.1f} {ours['dmatrix_s']:8.1f} {ours['boost_s']:8.1f} "
-                f"{other:8.1f} {ours['wall_s']:8.1f} {ours['test_auc']:8.4f} {ours['peak_pss_mb']:9.0f}"
+                f"{other:8.1f} {ours['wall_s']:8.1f} {ours['test_auc']:8.4f} {ours['peak_mb']:9.0f}"
             )
             print(
-                f"ratio {r['wall_ratio']:.2f}x, AUC diff {r['auc_diff']:+.4f}, raypipe peak over idle Ray "
-                f"{ours['peak_over_idle_mb']:.0f} MB = {r['peak_over_idle_vs_features']:.2f}x features "
-                f"({ours['budget']}; Ray up {ours['ray_start_s']:.1f}s, profile {ours['profile_s']:.1f}s not in wall)"
+                f"ratio {r['wall_ratio']:.2f}x, AUC diff {r['auc_diff']:+.4f} ({ours['budget']}; other: Ray Train "
+                f"start-up {ours['train_startup_s'] or 0:.1f}s, wind-down {ours['train_winddown_s'] or 0:.1f}s, test "
+                f"predictions {ours['predict_s']:.1f}s; not in wall: Ray up {ours['ray_start_s']:.1f}s, profile "
+                f"{ours['profile_s']:.1f}s)"
             )
-            _write(args.out, str(rows), r)
+            print(
+                f"memory vs features: baseline peak {r['baseline_peak_vs_features']:.2f}x "
+                f"({r['baseline_over_idle_vs_features']:.2f}x over its {base['idle_rss_mb']:.0f} MB after imports); "
+                f"raypipe over idle Ray {ours['peak_over_idle_mb']:.0f} MB = {r['peak_over_idle_vs_features']:.2f}x, "
+                f"of which scales with the data {r['data_mb']:.0f} MB = {r['data_vs_features']:.2f}x (object store "
+                f"+{store:.0f} MB, Train worker {worker:.0f} MB vs {worker_tiny:.0f} MB on {TINY_ROWS:,} rows); "
+                f"at the peak {_roles(ours)}"
+            )
     return 0
 
 

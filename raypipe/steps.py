@@ -39,19 +39,29 @@ def profile_data(cfg: PipelineConfig, schema: pa.Schema, ds, split_ds, declared:
 
 
 def preprocess(cfg: PipelineConfig, contract: Contract, train_stats, split_ds) -> Prepared:
+    prep = fit_preprocessor(cfg, contract, train_stats)
+    return Prepared(prep, materialize_splits(split_ds, prep))
+
+
+def materialize_splits(split_ds, prep: Preprocessor) -> dict[str, Any]:
+    """``{"train", "valid", "test"}``: the model inputs of ``split_ds`` (raw rows with the split
+    column), one materialised Dataset per split, every row in the object store once.
+
+    Materialised now: during the fit Train workers hold most CPUs, and a lazy filter would need a
+    CPU of its own to run (the classic 2-CPU hang). One pass per split, each reading the source,
+    keeping its own rows and transforming only those: the object store never hands pages back to
+    the OS (freed space is only reused), so its footprint is the most it ever held at once, and
+    materialising every row before filtering it into the three splits held each row twice
+    (measured: 2.0x the model inputs at 4M rows; one pass per split: 1.0x, for two more reads).
+    """
     from ray.data.expressions import col
 
-    prep = fit_preprocessor(cfg, contract, train_stats)
-    prepared = split_ds.map_batches(
-        prep.transform_block, batch_format="pyarrow", fn_kwargs={"passthrough": (SPLIT_COLUMN,)}
-    ).materialize()
-    # Materialise each split now: during the fit Train workers hold most CPUs, and
-    # a lazy filter would need a CPU of its own to run (the classic 2-CPU hang).
-    parts = {
-        name: prepared.filter(expr=col(SPLIT_COLUMN) == i).drop_columns([SPLIT_COLUMN]).materialize()
+    return {
+        name: split_ds.filter(expr=col(SPLIT_COLUMN) == i)
+        .map_batches(prep.transform_block, batch_format="pyarrow")
+        .materialize()
         for i, name in enumerate(SPLIT_NAMES)
     }
-    return Prepared(prep, parts)
 
 
 def train_model(

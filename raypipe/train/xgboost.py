@@ -1,9 +1,9 @@
 """XGBoost on Ray Train: data-parallel, checkpointed, resumable.
 
 Each worker gets a disjoint set of the materialised splits' Ray Data blocks (object
-refs, balanced by rows), reads them zero-copy from the object store as NumPy and
-feeds them to a ``QuantileDMatrix`` through a ``DataIter`` (no pandas, no
-concatenated copy, no streaming-split executor). Datasets that are not
+refs, balanced by rows), reads them zero-copy from the object store as NumPy, one
+block at a time, and feeds them to a ``QuantileDMatrix`` through a ``DataIter`` (no
+pandas, no concatenated copy, no streaming-split executor). Datasets that are not
 materialised, or have fewer blocks than workers, go through Ray Train's
 ``get_dataset_shard`` instead.
 Metrics and checkpoints (XGBoost's own UBJ format) are reported every
@@ -38,6 +38,7 @@ _HEALTH_CHECK_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
 # default): measured here, 0.25 s takes ~3.4 s off every fit; the poll is one small RPC per worker.
 _HEALTH_CHECK_S = "0.25"
 _META_FILE = "meta.json"
+_PREEMPTION_WATCHER_ENV = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
 
 _DEFAULTS: dict[str, Any] = {
     "tree_method": "hist",
@@ -69,24 +70,33 @@ def xgb_params(
 
 
 class _BatchIter(xgboost.DataIter):
-    """Feeds held NumPy batches to ``QuantileDMatrix`` without concatenating them."""
+    """Feeds NumPy batches to ``QuantileDMatrix`` one at a time, without concatenating them.
 
-    def __init__(
-        self, batches: list[dict[str, np.ndarray]], feature_names: list[str], feature_types: list[str]
-    ) -> None:
-        self._batches = batches
+    ``source`` is a list of batches already in memory, or of Ray Data blocks
+    ``(block_ref, (start, end) or None)``: a block is fetched (zero-copy from the object store)
+    when XGBoost asks for it and dropped once XGBoost moves on, so the worker never holds a
+    view of its whole shard and the driver's refs stay valid for a restarted worker.
+    """
+
+    def __init__(self, source: list, feature_names: list[str], feature_types: list[str]) -> None:
+        self._source = source
         self._names = feature_names
         self._types = feature_types
         self._i = 0
         super().__init__(release_data=True)
 
     def next(self, input_data) -> bool:
-        if self._i == len(self._batches):
-            return False
-        b = self._batches[self._i]
-        input_data(data=b["X"], label=b["y"], weight=b.get("w"), feature_names=self._names, feature_types=self._types)
-        self._i += 1
-        return True
+        while self._i < len(self._source):
+            b = self._source[self._i]
+            self._i += 1
+            if isinstance(b, tuple):
+                b = _read_block(*b)
+            if len(b["y"]):
+                input_data(
+                    data=b["X"], label=b["y"], weight=b.get("w"), feature_names=self._names, feature_types=self._types
+                )
+                return True
+        return False
 
     def reset(self) -> None:
         self._i = 0
@@ -118,18 +128,15 @@ def block_shards(ds, num_workers: int) -> list[list[tuple[Any, tuple[int, int] |
     return shards if all(loads) else None
 
 
-def _read_blocks(refs: list[tuple[Any, tuple[int, int] | None]]) -> list[dict[str, np.ndarray]]:
-    """Blocks -> NumPy batches; zero-copy views of the object store where the layout allows."""
+def _read_block(ref, sl: tuple[int, int] | None) -> dict[str, np.ndarray]:
+    """A block -> NumPy batch; zero-copy views of the object store where the layout allows."""
     import ray
     from ray.data.block import BlockAccessor
 
-    out = []
-    for ref, sl in refs:
-        block = ray.get(ref)
-        if sl is not None:
-            block = block.slice(sl[0], sl[1] - sl[0])
-        out.append(BlockAccessor.for_block(block).to_batch_format("numpy"))
-    return out
+    block = ray.get(ref)
+    if sl is not None:
+        block = block.slice(sl[0], sl[1] - sl[0])
+    return BlockAccessor.for_block(block).to_batch_format("numpy")
 
 
 def openmp_threads(n: int):
@@ -157,10 +164,12 @@ def _train_worker(config: dict[str, Any]) -> None:
     ctx = ray.train.get_context()
     rank = ctx.get_world_rank()
 
+    started_at = time.time()
     t0 = time.perf_counter()
     if config.get("blocks"):
-        train_batches = _read_blocks(config["blocks"]["train"][rank])
-        valid_batches = _read_blocks(config["blocks"]["valid"][rank]) if config["blocks"]["valid"] else []
+        # Block refs, read one at a time while the DMatrix is built (see _BatchIter).
+        train_batches = config["blocks"]["train"][rank]
+        valid_batches = config["blocks"]["valid"][rank] if config["blocks"]["valid"] else []
     else:
         train_batches = _collect(ray.train.get_dataset_shard("train"))
         valid_batches = _collect(ray.train.get_dataset_shard("valid"))
@@ -233,6 +242,9 @@ def _train_worker(config: dict[str, Any]) -> None:
         "boost_s": time.perf_counter() - t1,
         "resumed_from_round": done_rounds,
         "done": True,
+        # Wall clock, for the driver to tell Ray Train's start-up and wind-down from the work.
+        "worker_started_at": started_at,
+        "worker_finished_at": time.time(),
         **_last(history, best - done_rounds),
     }
     report(final, metrics)
@@ -246,6 +258,39 @@ def _last(evals_log: dict[str, dict[str, list[float]]], index: int = -1) -> dict
                 i = index if -len(values) <= index < len(values) else -1
                 out[f"{data_name}_{name}"] = float(values[i])
     return out
+
+
+def _single_host() -> bool:
+    import ray
+
+    from raypipe.runtime import node_hosts
+
+    return len(node_hosts(ray.nodes())) <= 1
+
+
+def _trainer_class():
+    """``XGBoostTrainer``, less the dataset-manager actor when the fit passes no Ray Datasets.
+
+    Ray Train starts that actor (a Python process, ~115 MB, for the whole fit) even for an empty
+    ``datasets``; workers reading their blocks by ref never ask it for a shard.
+    """
+    from ray.train.xgboost import XGBoostTrainer
+
+    try:
+        from ray.train.v2._internal.callbacks.datasets import DatasetsCallback
+    except ImportError:  # another Ray layout: keep Ray's defaults
+        return XGBoostTrainer
+    if not hasattr(XGBoostTrainer, "_create_default_callbacks"):
+        return XGBoostTrainer
+
+    class Trainer(XGBoostTrainer):
+        def _create_default_callbacks(self):
+            callbacks = super()._create_default_callbacks()
+            if getattr(self, "datasets", None):
+                return callbacks
+            return [c for c in callbacks if not isinstance(c, DatasetsCallback)]
+
+    return Trainer
 
 
 def _root_cause(e: BaseException) -> str:
@@ -285,7 +330,6 @@ def fit(
         TrainingError: the fit failed after ``train.max_failures`` retries.
     """
     import ray.train
-    from ray.train.xgboost import XGBoostTrainer
 
     loop_config = {
         "params": params,
@@ -303,7 +347,7 @@ def fit(
     # Ray Train reads this in its controller (propagated from the driver's environment).
     os.environ[_START_TIMEOUT_ENV] = f"{cfg.worker_start_timeout_s:g}"
     os.environ.setdefault(_HEALTH_CHECK_ENV, _HEALTH_CHECK_S)
-    trainer = XGBoostTrainer(
+    trainer = _trainer_class()(
         _train_loop,
         train_loop_config=loop_config,
         scaling_config=ray.train.ScalingConfig(
@@ -325,7 +369,13 @@ def fit(
         ),
         datasets=None if "blocks" in loop_config else {"train": train_ds, "valid": valid_ds},
     )
-    t0 = time.perf_counter()
+    t0, wall0 = time.perf_counter(), time.time()
+    # Ray Train watches for node drains (spot preemption) with an actor of its own (a Python process,
+    # ~115 MB, polling): pointless when the whole cluster is this one machine, which a drain would
+    # take down with the driver. The variable reaches the controller at its start.
+    watcher_off = _PREEMPTION_WATCHER_ENV not in os.environ and _single_host()
+    if watcher_off:
+        os.environ[_PREEMPTION_WATCHER_ENV] = "0"
     try:
         result = trainer.fit()
     except Exception as e:  # Ray wraps worker errors in several types
@@ -340,6 +390,9 @@ def fit(
             f"XGBoost training failed after {cfg.max_failures} retries: {cause}.{hint} No model was produced "
             f"(nothing is registered); checkpoints of this attempt are under {storage_path}/{run_name}"
         ) from e
+    finally:
+        if watcher_off:
+            os.environ.pop(_PREEMPTION_WATCHER_ENV, None)
     if result.checkpoint is None:
         raise TrainingError("training finished without a checkpoint; see the Ray Train logs above")
     with result.checkpoint.as_directory() as d:
@@ -348,6 +401,13 @@ def fit(
         meta = json.loads(Path(d, _META_FILE).read_text())
     metric = params["eval_metric"][-1] if isinstance(params.get("eval_metric"), list) else "rmse"
     booster.set_param({"nthread": budget.nthread})
+    wall = time.perf_counter() - t0
+    metrics = {k: float(meta[k]) for k in ("load_s", "boost_s", "resumed_from_round") if k in meta}
+    if "worker_started_at" in meta:
+        # Start-up: from fit() to the finishing attempt's worker entering the loop (earlier attempts
+        # included); wind-down: from its last report to the checkpoint loaded here.
+        metrics["startup_s"] = meta["worker_started_at"] - wall0
+        metrics["winddown_s"] = wall0 + wall - meta["worker_finished_at"]
     return FitResult(
         model=booster,
         kind="xgboost",
@@ -356,7 +416,7 @@ def fit(
         valid_metric=f"valid_{metric}",
         valid_score=meta.get(f"valid_{metric}"),
         params=params,
-        wall_s=time.perf_counter() - t0,
+        wall_s=wall,
         checkpoint_path=result.checkpoint.path,
-        metrics={k: float(meta[k]) for k in ("load_s", "boost_s", "resumed_from_round") if k in meta},
+        metrics=metrics,
     )

@@ -163,3 +163,40 @@ def test_tune_command_rejects_a_bad_search_before_ray_starts(tmp_path: Path, tun
     lines = proc.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], proc.stderr
     assert "CPUs" not in proc.stdout
+
+
+def test_model_input_splits_hold_each_row_once_without_the_split_column(ray_session, synth, make_config, tmp_path):
+    """``steps.materialize_splits``: one materialised Dataset per split, the same rows (and values)
+    as transforming the raw rows of that split, and no split column left."""
+    import pyarrow as pa
+
+    from raypipe import steps
+    from raypipe.data import ingest
+    from raypipe.data.profile import SPLIT_NAMES, combine, compute_profile
+    from raypipe.data.schema import infer_contract
+    from raypipe.data.split import SPLIT_COLUMN, add_split_column, assign
+
+    cfg = make_config(tmp_path / "work", _data(synth["binary"]), serve={"enabled": False})
+    source = ingest.discover(str(synth["binary"]), None)
+    split_ds = ingest.read(source, None).map_batches(
+        add_split_column, batch_format="pyarrow", fn_kwargs={"key": ["id"], "cfg": cfg.data.split}
+    )
+    profile = compute_profile(split_ds, SPLIT_COLUMN, [])
+    schema = pa.schema(list(source.schema))
+    contract = infer_contract(schema, combine(profile), profile["train"], cfg.data, cfg.features)
+    prep = steps.fit_preprocessor(cfg, contract, profile["train"])
+
+    parts = steps.materialize_splits(split_ds, prep)
+    assert set(parts) == set(SPLIT_NAMES)
+    raw = pads.dataset(synth["binary"], partitioning="hive").to_table()
+    codes = assign(raw, ["id"], cfg.data.split)
+    for i, name in enumerate(SPLIT_NAMES):
+        ds = parts[name]
+        assert type(ds).__name__ == "MaterializedDataset"
+        assert SPLIT_COLUMN not in ds.schema().names
+        got = ds.take_batch(10_000, batch_format="numpy")
+        want = prep.transform_batch(raw.filter(pa.array(codes == i)))
+        assert ds.count() == len(want["y"]) == int((codes == i).sum()) > 0
+        order, want_order = np.lexsort(got["X"].T), np.lexsort(want["X"].T)  # Ray Data keeps no row order
+        np.testing.assert_array_equal(got["X"][order], want["X"][want_order])
+        np.testing.assert_array_equal(got["y"][order], want["y"][want_order])
