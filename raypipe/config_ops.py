@@ -19,8 +19,9 @@ class ServeAutoscalingConfig(_Strict):
     upscale_delay_s: float = Field(3.0, ge=0)
     """Lower than Serve's 30 s so a burst gets a second replica quickly."""
     downscale_delay_s: float = Field(60.0, ge=0)
-    look_back_period_s: float = Field(10.0, gt=0)
-    """Window the in-flight request count is averaged over (Serve's default 30 s reacts slowly)."""
+    look_back_period_s: float = Field(15.0, gt=0)
+    """Window the in-flight request count is averaged over: Serve's default 30 s reacts slowly, and
+    Serve wants it above the 10 s its replicas take to push their load."""
 
     @model_validator(mode="after")
     def _check(self) -> ServeAutoscalingConfig:
