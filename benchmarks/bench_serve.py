@@ -43,6 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT))
 
+
 def _haproxy() -> str:
     from raypipe.serve.ingress import haproxy_binary
 

@@ -117,4 +117,6 @@ class StageCache:
         result = compute()
         with self.write(stage, key, {"stage": stage}) as tmp:
             result.save(tmp)
+        if hasattr(result, "moved"):  # outputs whose files live in their entry follow the rename
+            result.moved(self.root / stage / key)
         return result

@@ -13,9 +13,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +20,7 @@ from typing import Any
 import pyarrow as pa
 
 from raypipe import audit, manifest, runtime, steps
-from raypipe.cache import CACHED, StageCache, stage_key
+from raypipe.cache import StageCache, stage_key
 from raypipe.config import PipelineConfig, config_hash
 from raypipe.data import ingest, quality
 from raypipe.data.profile import SPLIT_NAMES, combine
@@ -43,69 +40,10 @@ from raypipe.stages import (
     Trained,
 )
 from raypipe.steps import fit_preprocessor, infer_schema  # noqa: F401 - public re-exports
+from raypipe.summary import Reporter, RunSummary, StageTimer
 from raypipe.tracking import log_results
 
 log = logging.getLogger(__name__)
-
-Reporter = Callable[[str, float, str], None]
-"""Called after each stage with (stage, seconds, one-line detail)."""
-
-
-@dataclass
-class RunSummary:
-    name: str
-    config_hash: str
-    data_fingerprint: str
-    task: str
-    rows: dict[str, int]
-    metrics: dict[str, float]
-    stage_seconds: dict[str, float] = field(default_factory=dict)
-    run_id: str | None = None
-    experiment_id: str | None = None
-    tracking_uri: str | None = None
-    model_name: str | None = None
-    model_version: str | None = None
-    champion: bool | None = None
-    gate_reason: str | None = None
-    endpoint: str | None = None
-    example: dict[str, Any] | None = None
-    prediction: dict[str, Any] | None = None
-    notes: list[str] = field(default_factory=list)
-    stage_keys: dict[str, str] = field(default_factory=dict)
-    cached_stages: list[str] = field(default_factory=list)
-    artifact_hashes: dict[str, str] | None = None
-    cluster: dict[str, Any] | None = None
-    manifest_path: str | None = None
-    report_path: str | None = None
-    tune: dict[str, Any] | None = None
-    """The Ray Tune search (best model, params and score, trial count) when ``tune.enabled``."""
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-class _Timer:
-    """Times each stage, reports it, and records it as a nested MLflow run."""
-
-    def __init__(self, report: Reporter | None, tracker) -> None:
-        self.seconds: dict[str, float] = {}
-        self.cached: list[str] = []
-        self._report = report
-        self._tracker = tracker
-
-    @contextmanager
-    def stage(self, name: str) -> Iterator[list[str]]:
-        detail: list[str] = []
-        t0 = time.perf_counter()
-        yield detail
-        self.seconds[name] = round(time.perf_counter() - t0, 3)
-        cached = bool(detail) and detail[0] == CACHED
-        if cached:
-            self.cached.append(name)
-        text = " ".join(detail)
-        if self._report:
-            self._report(name, self.seconds[name], text)
-        self._tracker.stage(name, self.seconds[name], cached, text)
 
 
 def run_pipeline(
@@ -167,7 +105,7 @@ def run_pipeline(
     tracker.log_text(config_text or json.dumps(cfg.model_dump(mode="json"), indent=2), "config.yaml")
     tracker.log_text(json.dumps(cfg.model_dump(mode="json"), indent=2), "config.resolved.json")
     log_code_and_env(tracker, code, packages, manifest.all_packages() if tracker.enabled else "")
-    ctx = _Run(cfg, work, source, path, names, fp, chash, cache, _Timer(report, tracker), tracker, tracking_uri)
+    ctx = _Run(cfg, work, source, path, names, fp, chash, cache, StageTimer(report, tracker), tracker, tracking_uri)
     ctx.code, ctx.packages = code, packages
     try:
         summary = _run_stages(ctx, address, serve_model, verbose)
@@ -209,7 +147,7 @@ class _Run:
     fingerprint: str
     config_hash: str
     cache: StageCache
-    timer: _Timer
+    timer: StageTimer
     tracker: Any
     tracking_uri: str
     keys: dict[str, str] = field(default_factory=dict)
@@ -292,9 +230,15 @@ def _run_stages(ctx: _Run, address: str | None, serve_model: bool | None, verbos
         d.extend(f"[{f.action}] {f.rule}:{f.column}" for f in qreport.findings[:5])
 
     with timer.stage("preprocess") as d:
+        # Split files where every node sees the cache's disk; materialised Datasets elsewhere.
+        files_root = cache.root / "preprocess" if session.single_host else None
         key = _key(ctx, "preprocess", cfg.features.model_dump(mode="json"), "profile")
         prep_out = cache.reuse_or_run(
-            "preprocess", key, Prepared, lambda: steps.preprocess(cfg, prof.contract, train_stats, split_ds), d
+            "preprocess",
+            key,
+            Prepared,
+            lambda: steps.preprocess(cfg, prof.contract, train_stats, split_ds, files_root),
+            d,
         )
         prep = prep_out.preprocessor
         d.append(f"{len(prep.feature_names)} model inputs")
@@ -397,7 +341,6 @@ def _run_stages(ctx: _Run, address: str | None, serve_model: bool | None, verbos
                 ),
                 d,
             )
-            rep = Reported(cache.root / "report" / key)  # the entry, not the temp folder it was written to
             summary.report_path = str(rep.folder / "report.html")
             ctx.tracker.log_artifacts(rep.folder, "report")
             d.append(summary.report_path)

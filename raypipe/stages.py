@@ -25,7 +25,7 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
     "ingest": ("data/ingest.py", "data/_filesource.py", *_SHARED),
     "profile": ("data/profile.py", "data/schema.py", "data/split.py", *_SHARED),
     "quality": ("data/quality.py", *_SHARED),
-    "preprocess": ("features.py", "data/expressions.py", *_SHARED),
+    "preprocess": ("features.py", "data/expressions.py", "data/splitfiles.py", *_SHARED),
     "train": ("train", "runtime.py", *_SHARED),
     "evaluate": ("evaluate.py", "bundle.py", "monitor/reference.py", "monitor/_binning.py", *_SHARED),
     "register": ("registry.py", "bundle.py", "_mlflow_model.py", "gate.py", "publish.py", *_SHARED),
@@ -104,10 +104,11 @@ class QualityResult:
 
 
 class Prepared:
-    """The fitted preprocessor and the model-input splits (materialised Ray Datasets of X, y[, w]).
+    """The fitted preprocessor and the model-input splits ``{"train", "valid", "test"}`` of X, y[, w]:
+    :class:`~raypipe.data.splitfiles.SplitFiles` (one machine), or materialised Ray Datasets.
 
-    Loaded from the cache, the splits are read only when a later stage asks for
-    them: a run whose training is cached never touches them.
+    Loaded from the cache, file splits are opened in place and Parquet ones are read only when a
+    later stage asks for them: a run whose training is cached never touches them.
     """
 
     REQUIRED = ("preprocessor.json", "train", "valid", "test")
@@ -116,23 +117,51 @@ class Prepared:
         self.preprocessor = preprocessor
         self._parts = parts
         self._folder = folder
+        self._staging: Path | None = None
 
     @property
     def parts(self) -> dict[str, Any]:
         if self._parts is None:
             import ray.data
 
+            from raypipe.data.splitfiles import INDEX, SplitFiles
+
             self._parts = {}
             for name in ("train", "valid", "test"):
-                files = sorted(str(p) for p in (self._folder / name).glob("*.parquet"))
+                d = self._folder / name
+                if (d / INDEX).is_file():
+                    self._parts[name] = SplitFiles.load(d)
+                    continue
+                files = sorted(str(p) for p in d.glob("*.parquet"))
                 # Materialised now: a lazy read during the fit would need a CPU the workers hold.
                 self._parts[name] = ray.data.read_parquet(files).materialize() if files else ray.data.from_items([])
         return self._parts
 
+    def staged_in(self, folder: Path) -> Prepared:
+        """Mark ``folder`` as where the split files were written, to be removed once they are saved."""
+        self._staging = folder
+        return self
+
     def save(self, d: Path) -> None:
+        from raypipe.data.splitfiles import SplitFiles, remove
+
         self.preprocessor.save(d / "preprocessor.json")
-        for name, ds in self.parts.items():
-            ds.write_parquet(str(d / name))
+        for name, part in self.parts.items():
+            if isinstance(part, SplitFiles):
+                part.move_to(d / name)  # a rename: same file system as the cache
+            else:
+                part.write_parquet(str(d / name))
+        if self._staging is not None:
+            remove(self._staging)
+            self._staging = None
+
+    def moved(self, d: Path) -> None:
+        """The cache renamed the folder ``save`` filled to ``d``: follow the files."""
+        from raypipe.data.splitfiles import SplitFiles
+
+        for name, part in (self._parts or {}).items():
+            if isinstance(part, SplitFiles):
+                part.folder = d / name
 
     @classmethod
     def load(cls, d: Path) -> Prepared:
@@ -247,6 +276,10 @@ class Reported:
 
         shutil.copytree(self.folder, d, dirs_exist_ok=True)
         shutil.rmtree(self.folder, ignore_errors=True)  # written to a temp folder by the report step
+        self.folder = d
+
+    def moved(self, d: Path) -> None:
+        """The cache renamed the folder ``save`` filled to ``d``."""
         self.folder = d
 
     @classmethod

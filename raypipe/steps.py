@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -15,7 +16,7 @@ import pyarrow as pa
 
 from raypipe import runtime
 from raypipe.config import PipelineConfig
-from raypipe.data import ingest
+from raypipe.data import ingest, splitfiles
 from raypipe.data.profile import SPLIT_NAMES, combine, compute_profile
 from raypipe.data.schema import Contract, infer_contract
 from raypipe.data.split import SPLIT_COLUMN
@@ -38,14 +39,25 @@ def profile_data(cfg: PipelineConfig, schema: pa.Schema, ds, split_ds, declared:
     return Profiled(profile, contract, rows, example)
 
 
-def preprocess(cfg: PipelineConfig, contract: Contract, train_stats, split_ds) -> Prepared:
+def preprocess(cfg: PipelineConfig, contract: Contract, train_stats, split_ds, files_root: Path | None) -> Prepared:
+    """The fitted preprocessor and the model-input splits: files written under ``files_root`` when
+    given (every node sees that disk), else materialised Ray Datasets."""
     prep = fit_preprocessor(cfg, contract, train_stats)
-    return Prepared(prep, materialize_splits(split_ds, prep))
+    if files_root is None:
+        return Prepared(prep, materialize_splits(split_ds, prep))
+    folder = splitfiles.staging_folder(files_root)
+    try:
+        parts = splitfiles.write_splits(split_ds, prep, SPLIT_COLUMN, SPLIT_NAMES, folder)
+    except BaseException:
+        splitfiles.remove(folder)
+        raise
+    return Prepared(prep, parts).staged_in(folder)
 
 
 def materialize_splits(split_ds, prep: Preprocessor) -> dict[str, Any]:
     """``{"train", "valid", "test"}``: the model inputs of ``split_ds`` (raw rows with the split
-    column), one materialised Dataset per split, every row in the object store once.
+    column), one materialised Dataset per split, every row in the object store once. For clusters
+    whose nodes do not share a disk (elsewhere :func:`raypipe.data.splitfiles.write_splits`).
 
     Materialised now: during the fit Train workers hold most CPUs, and a lazy filter would need a
     CPU of its own to run (the classic 2-CPU hang). One pass per split, each reading the source,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from typing import Any
 
 from raypipe.errors import RegistryError
@@ -166,3 +167,31 @@ def log_results(tracker: Tracker, summary, fit, qreport, data_uri: str, name: st
     tracker.log_text(json.dumps(qreport.to_dict(), indent=2, default=str), "quality/quality.json")
     tracker.log_text(qreport.to_text(), "quality/quality.txt")
     tracker.log_input(data_uri, name, summary.data_fingerprint, summary.rows)
+
+
+def log_trials(summary: dict[str, Any], tracking_uri: str, parent_run_id: str) -> list[str]:
+    """Log each Ray Tune trial (``summary["trials"]``) as a nested MLflow run under ``parent_run_id``
+    (from the driver). Returns the run ids."""
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric, Param
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    experiment_id = client.get_run(parent_run_id).info.experiment_id
+    now = int(time.time() * 1000)
+    ids = []
+    for t in summary["trials"]:
+        run = client.create_run(
+            experiment_id,
+            run_name=f"trial-{t['trial_id']}",
+            tags={"mlflow.parentRunId": parent_run_id, "raypipe.tune_trial": str(t["trial_id"])},
+        )
+        params = [Param("model", str(t["model"]))] + [Param(k, str(v)) for k, v in t["params"].items()]
+        metrics = [
+            Metric(k, float(t[k]), now, 0)
+            for k in (summary["metric"], "rounds", "trial_s")
+            if isinstance(t.get(k), (int, float))
+        ]
+        client.log_batch(run.info.run_id, metrics=metrics, params=params)
+        client.set_terminated(run.info.run_id, status="FAILED" if t["error"] else "FINISHED")
+        ids.append(run.info.run_id)
+    return ids

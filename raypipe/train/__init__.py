@@ -55,7 +55,8 @@ def fit_model(
     """Train what the config asks for: a Ray Tune search, XGBoost on Ray Train, or a scikit-learn model.
 
     Args:
-        parts: materialised Ray Datasets ``{"train", "valid", "test"}`` of ``X``/``y``(/``w``) rows.
+        parts: ``{"train", "valid", "test"}`` of ``X``/``y``(/``w``) rows: split files
+            (:class:`~raypipe.data.splitfiles.SplitFiles`) or materialised Ray Datasets.
         prep: the fitted :class:`~raypipe.features.Preprocessor` (feature names and types).
         contract: the data contract (task and classes).
         cfg: the :class:`~raypipe.config.PipelineConfig`.
@@ -72,7 +73,7 @@ def fit_model(
     if cfg.tune.enabled:
         result = _tune(parts, prep, contract, cfg, budget, storage_path, pos_weight)
         if tracking_uri and parent_run_id:
-            from raypipe.train.tune import log_trials
+            from raypipe.tracking import log_trials
 
             log_trials(result.tune, tracking_uri, parent_run_id)
         return result

@@ -1,10 +1,10 @@
 """XGBoost on Ray Train: data-parallel, checkpointed, resumable.
 
-Each worker gets a disjoint set of the materialised splits' Ray Data blocks (object
-refs, balanced by rows), reads them zero-copy from the object store as NumPy, one
-block at a time, and feeds them to a ``QuantileDMatrix`` through a ``DataIter`` (no
-pandas, no concatenated copy, no streaming-split executor). Datasets that are not
-materialised, or have fewer blocks than workers, go through Ray Train's
+Each worker gets an equal, disjoint share of the rows: slices of the split files (one machine),
+or the materialised splits' Ray Data blocks (object refs, balanced by rows). It maps them as
+NumPy, one file or block at a time, and feeds them to a ``QuantileDMatrix`` through a
+``DataIter`` (no pandas, no concatenated copy, no streaming-split executor). Datasets that are
+not materialised, or have fewer blocks than workers, go through Ray Train's
 ``get_dataset_shard`` instead.
 Metrics and checkpoints (XGBoost's own UBJ format) are reported every
 ``checkpoint_every_rounds`` rounds, not every round: a ``train.report`` costs
@@ -21,12 +21,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import xgboost
 
 from raypipe.config import TrainConfig
+from raypipe.data.splitfiles import SplitFiles
 from raypipe.errors import TrainingError
 from raypipe.runtime import CpuBudget
+from raypipe.train._shards import BatchIter, block_shards, collect_shard
 from raypipe.train.common import FitResult
 
 log = logging.getLogger(__name__)
@@ -69,76 +70,6 @@ def xgb_params(
     return params
 
 
-class _BatchIter(xgboost.DataIter):
-    """Feeds NumPy batches to ``QuantileDMatrix`` one at a time, without concatenating them.
-
-    ``source`` is a list of batches already in memory, or of Ray Data blocks
-    ``(block_ref, (start, end) or None)``: a block is fetched (zero-copy from the object store)
-    when XGBoost asks for it and dropped once XGBoost moves on, so the worker never holds a
-    view of its whole shard and the driver's refs stay valid for a restarted worker.
-    """
-
-    def __init__(self, source: list, feature_names: list[str], feature_types: list[str]) -> None:
-        self._source = source
-        self._names = feature_names
-        self._types = feature_types
-        self._i = 0
-        super().__init__(release_data=True)
-
-    def next(self, input_data) -> bool:
-        while self._i < len(self._source):
-            b = self._source[self._i]
-            self._i += 1
-            if isinstance(b, tuple):
-                b = _read_block(*b)
-            if len(b["y"]):
-                input_data(
-                    data=b["X"], label=b["y"], weight=b.get("w"), feature_names=self._names, feature_types=self._types
-                )
-                return True
-        return False
-
-    def reset(self) -> None:
-        self._i = 0
-
-
-def _collect(shard) -> list[dict[str, np.ndarray]]:
-    # Whole blocks (batch_size=None): re-batching to a fixed size would copy every row once more.
-    return [b for b in shard.iter_batches(batch_size=None, batch_format="numpy") if len(b["y"])]
-
-
-def block_shards(ds, num_workers: int) -> list[list[tuple[Any, tuple[int, int] | None]]] | None:
-    """The dataset's blocks dealt to ``num_workers`` (largest first, to the least-loaded worker).
-
-    Returns ``[[(block_ref, (start, end) or None), ...] per worker]``, or None when a worker would
-    get no rows (then the caller lets Ray Train shard the dataset by rows).
-    """
-    entries = []
-    for bundle in ds.iter_internal_ref_bundles():
-        for entry, sl in zip(bundle.blocks, bundle.slices):
-            rows = entry.metadata.num_rows if sl is None else sl.num_rows
-            if rows:
-                entries.append((rows, entry.ref, None if sl is None else (sl.start_offset, sl.end_offset)))
-    shards: list[list[tuple[Any, tuple[int, int] | None]]] = [[] for _ in range(num_workers)]
-    loads = [0] * num_workers
-    for rows, ref, sl in sorted(entries, key=lambda e: -e[0]):
-        i = loads.index(min(loads))
-        shards[i].append((ref, sl))
-        loads[i] += rows
-    return shards if all(loads) else None
-
-
-def _read_block(ref, sl: tuple[int, int] | None) -> dict[str, np.ndarray]:
-    """A block -> NumPy batch; zero-copy views of the object store where the layout allows."""
-    import ray
-    from ray.data.block import BlockAccessor
-
-    block = ray.get(ref)
-    if sl is not None:
-        block = block.slice(sl[0], sl[1] - sl[0])
-    return BlockAccessor.for_block(block).to_batch_format("numpy")
-
-
 def openmp_threads(n: int):
     """Let XGBoost use ``n`` OpenMP threads (a context manager).
 
@@ -171,12 +102,12 @@ def _train_worker(config: dict[str, Any]) -> None:
         train_batches = config["blocks"]["train"][rank]
         valid_batches = config["blocks"]["valid"][rank] if config["blocks"]["valid"] else []
     else:
-        train_batches = _collect(ray.train.get_dataset_shard("train"))
-        valid_batches = _collect(ray.train.get_dataset_shard("valid"))
+        train_batches = collect_shard(ray.train.get_dataset_shard("train"))
+        valid_batches = collect_shard(ray.train.get_dataset_shard("valid"))
     ftypes = config["feature_types"]
     fnames = config["feature_names"]
     dtrain = xgboost.QuantileDMatrix(
-        _BatchIter(train_batches, fnames, ftypes),
+        BatchIter(train_batches, fnames, ftypes),
         enable_categorical=True,
         max_bin=params.get("max_bin", 256),
         nthread=params["nthread"],
@@ -186,7 +117,7 @@ def _train_worker(config: dict[str, Any]) -> None:
     evals = []
     if valid_batches:
         dvalid = xgboost.QuantileDMatrix(
-            _BatchIter(valid_batches, fnames, ftypes), ref=dtrain, enable_categorical=True, nthread=params["nthread"]
+            BatchIter(valid_batches, fnames, ftypes), ref=dtrain, enable_categorical=True, nthread=params["nthread"]
         )
         evals.append((dvalid, "valid"))
     del train_batches, valid_batches
@@ -339,10 +270,15 @@ def fit(
         "feature_names": feature_names,
         "feature_types": feature_types,
     }
-    train_blocks = block_shards(train_ds, budget.num_workers)
-    valid_blocks = block_shards(valid_ds, budget.num_workers) if valid_ds.count() else []
+    if isinstance(train_ds, SplitFiles):
+        # File slices travel in the loop config; a restarted worker reads them again.
+        train_blocks = train_ds.shards(budget.num_workers)
+        valid_blocks = valid_ds.shards(budget.num_workers) if valid_ds.count() else []
+    else:
+        # Object refs; the driver's datasets keep the blocks alive.
+        train_blocks = block_shards(train_ds, budget.num_workers)
+        valid_blocks = block_shards(valid_ds, budget.num_workers) if valid_ds.count() else []
     if train_blocks is not None and valid_blocks is not None:
-        # Object refs travel in the loop config; the driver's datasets keep the blocks alive.
         loop_config["blocks"] = {"train": train_blocks, "valid": valid_blocks}
     # Ray Train reads this in its controller (propagated from the driver's environment).
     os.environ[_START_TIMEOUT_ENV] = f"{cfg.worker_start_timeout_s:g}"

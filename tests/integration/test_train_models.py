@@ -165,13 +165,18 @@ def test_tune_command_rejects_a_bad_search_before_ray_starts(tmp_path: Path, tun
     assert "CPUs" not in proc.stdout
 
 
-def test_model_input_splits_hold_each_row_once_without_the_split_column(ray_session, synth, make_config, tmp_path):
-    """``steps.materialize_splits``: one materialised Dataset per split, the same rows (and values)
-    as transforming the raw rows of that split, and no split column left."""
+@pytest.mark.parametrize("kind", ["files", "materialized"])
+def test_model_input_splits_hold_each_row_once_without_the_split_column(
+    ray_session, synth, make_config, tmp_path, kind
+):
+    """``splitfiles.write_splits`` (one machine) and ``steps.materialize_splits`` (a cluster without a
+    shared disk): per split, the same rows (and values) as transforming the raw rows of that split,
+    and no split column left. Files are named by content, so their order does not depend on which
+    task wrote them first."""
     import pyarrow as pa
 
     from raypipe import steps
-    from raypipe.data import ingest
+    from raypipe.data import ingest, splitfiles
     from raypipe.data.profile import SPLIT_NAMES, combine, compute_profile
     from raypipe.data.schema import infer_contract
     from raypipe.data.split import SPLIT_COLUMN, add_split_column, assign
@@ -186,17 +191,24 @@ def test_model_input_splits_hold_each_row_once_without_the_split_column(ray_sess
     contract = infer_contract(schema, combine(profile), profile["train"], cfg.data, cfg.features)
     prep = steps.fit_preprocessor(cfg, contract, profile["train"])
 
-    parts = steps.materialize_splits(split_ds, prep)
+    if kind == "files":
+        parts = splitfiles.write_splits(split_ds, prep, SPLIT_COLUMN, SPLIT_NAMES, tmp_path / "splits")
+        again = splitfiles.write_splits(split_ds, prep, SPLIT_COLUMN, SPLIT_NAMES, tmp_path / "again")
+        assert [[n.split("-")[0] for n, _ in again[s].files] for s in SPLIT_NAMES] == [
+            [n.split("-")[0] for n, _ in parts[s].files] for s in SPLIT_NAMES
+        ]
+    else:
+        parts = steps.materialize_splits(split_ds, prep)
     assert set(parts) == set(SPLIT_NAMES)
     raw = pads.dataset(synth["binary"], partitioning="hive").to_table()
     codes = assign(raw, ["id"], cfg.data.split)
     for i, name in enumerate(SPLIT_NAMES):
         ds = parts[name]
-        assert type(ds).__name__ == "MaterializedDataset"
-        assert SPLIT_COLUMN not in ds.schema().names
-        got = ds.take_batch(10_000, batch_format="numpy")
+        batches = list(ds.iter_batches(batch_size=None, batch_format="numpy"))
+        assert all(set(b) == {"X", "y"} for b in batches)  # no split column
+        got = {k: np.concatenate([b[k] for b in batches]) for k in ("X", "y")}
         want = prep.transform_batch(raw.filter(pa.array(codes == i)))
-        assert ds.count() == len(want["y"]) == int((codes == i).sum()) > 0
+        assert ds.count() == len(got["y"]) == len(want["y"]) == int((codes == i).sum()) > 0
         order, want_order = np.lexsort(got["X"].T), np.lexsort(want["X"].T)  # Ray Data keeps no row order
         np.testing.assert_array_equal(got["X"][order], want["X"][want_order])
         np.testing.assert_array_equal(got["y"][order], want["y"][want_order])

@@ -1,4 +1,5 @@
-"""Small, deterministic training data as the Ray Datasets the pipeline hands to training."""
+"""Small, deterministic training data as the pipeline hands it to training: split files (one
+machine) or materialised Ray Datasets (a cluster without a shared disk)."""
 
 from __future__ import annotations
 
@@ -21,3 +22,12 @@ def dataset(X: np.ndarray, y: np.ndarray, blocks: int = 4):
 
     parts = np.array_split(np.arange(len(y)), blocks)
     return ray.data.from_arrow([_arrow_block({"X": X[i], "y": y[i]}) for i in parts]).materialize()
+
+
+def split_files(folder, X: np.ndarray, y: np.ndarray, blocks: int = 4):
+    """The same rows as :func:`dataset`, as ``splitfiles.write_splits`` leaves them."""
+    from raypipe.data.splitfiles import SplitFiles, write_file
+
+    folder.mkdir(parents=True)
+    files = [write_file(folder, {"X": X[i], "y": y[i]}) for i in np.array_split(np.arange(len(y)), blocks)]
+    return SplitFiles(folder, sorted(files))

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 import pytest
-from _train_data import arrays, dataset
+from _train_data import arrays, dataset, split_files
 from sklearn.metrics import roc_auc_score
 
 from raypipe.config import TrainConfig
@@ -85,12 +85,30 @@ def _fit_and_kill(data, storage: Path, name: str, params: dict):
 
 @pytest.fixture(scope="module")
 def data(ray_session):
+    """Materialised Ray Datasets (object refs), as a cluster without a shared disk trains on."""
     X, y = arrays(40_000)
     Xt, yt = arrays(5_000, seed=1)
     return dataset(X[:36_000], y[:36_000]), dataset(X[36_000:], y[36_000:]), (Xt, yt)
 
 
-def test_killed_worker_resumes_from_checkpoint_and_matches_undisturbed_model(data, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def file_data(ray_session, tmp_path_factory):
+    """Split files, as one machine trains on (the default): the restarted worker maps them again."""
+    X, y = arrays(40_000)
+    Xt, yt = arrays(5_000, seed=1)
+    root = tmp_path_factory.mktemp("splits")
+    return (
+        split_files(root / "train", X[:36_000], y[:36_000]),
+        split_files(root / "valid", X[36_000:], y[36_000:]),
+        (
+            Xt,
+            yt,
+        ),
+    )
+
+
+def test_killed_worker_resumes_from_checkpoint_and_matches_undisturbed_model(file_data, tmp_path: Path) -> None:
+    data = file_data
     params = {"max_depth": 6, "subsample": 1.0, "colsample_bytree": 1.0}
     clean = _fit(data, tmp_path, "clean", params)
     resumed, pid = _fit_and_kill(data, tmp_path, "killed", params)
