@@ -106,6 +106,13 @@ def run(
             use_cache=not no_cache,
             rerun_from=from_stage,
         )
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (_on_sigterm); Typer would exit silently
+        _shutdown_local()
+        finished = getattr(e, "raypipe_finished_stages", [])
+        what, code = _interrupt_exit()
+        done = f"{', '.join(finished)} finished and cached" if finished else "no stage finished"
+        err.print(f"{what}: {done}; resume with: raypipe run {shlex.quote(str(config))}")
+        raise typer.Exit(code) from None
     except (RaypipeError, Exception) as e:  # noqa: BLE001 - one line for everything
         _shutdown_local()
         from raypipe.errors import ConfigError, DataError
@@ -379,12 +386,27 @@ def submit(
 from raypipe import cli_models, cli_serve  # noqa: E402, F401
 
 
+def _on_sigterm(signum, frame) -> None:
+    # Without a handler SIGTERM (`ray job stop`, a pod being deleted) ends the process on the spot:
+    # the MLflow run stays RUNNING forever and the audit trail never hears of it. Raised in the main
+    # thread, it takes Ctrl-C's path (libraries such as Ray Train re-raise their own interrupt, so
+    # which signal it was is remembered here).
+    _state["terminated"] = True
+    raise KeyboardInterrupt("SIGTERM")
+
+
+def _interrupt_exit() -> tuple[str, int]:
+    return ("terminated", 143) if _state.get("terminated") else ("interrupted", 130)
+
+
 def main() -> None:
+    signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         app()
     except KeyboardInterrupt:
-        err.print("interrupted: finished stages are cached, so the same command resumes")
-        sys.exit(130)
+        what, code = _interrupt_exit()
+        err.print(f"{what}: finished stages are cached, so the same command resumes")
+        sys.exit(code)
 
 
 if __name__ == "__main__":

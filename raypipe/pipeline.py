@@ -113,7 +113,13 @@ def run_pipeline(
         # Read by the CLI to print the command that resumes the run.
         e.raypipe_finished_stages = [s for s in ctx.timer.seconds if s != "ray"]
         status = "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED"
-        audit.record(work, "run_failed", name=cfg.name, run_id=tracker.run_id, error=str(e).splitlines()[0][:300])
+        audit.record(
+            work,
+            "run_failed",
+            name=cfg.name,
+            run_id=tracker.run_id,
+            error=(str(e).splitlines() or [type(e).__name__])[0][:300],
+        )
         tracker.end(status)
         raise
     m = manifest.build(cfg, summary, data_path=path, files=len(source.files), code=code, packages=packages)

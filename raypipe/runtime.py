@@ -10,8 +10,10 @@ from __future__ import annotations
 import logging
 import math
 import os
+import signal
 import socket
 import stat
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,6 +66,14 @@ def add_local_ray_env(env: dict[str, str]) -> None:
     _LOCAL_RAY_ENV.update(env)
 
 
+def _caller_sigterm_handler():
+    """The SIGTERM handler the caller installed (a Python function), or None; main thread only."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    handler = signal.getsignal(signal.SIGTERM)
+    return handler if callable(handler) else None
+
+
 def connect(address: str | None = None, num_cpus: int | None = None, log_to_driver: bool = True) -> RaySession:
     """Join ``address`` (or ``RAY_ADDRESS``) or start a local Ray.
 
@@ -83,6 +93,7 @@ def connect(address: str | None = None, num_cpus: int | None = None, log_to_driv
         os.environ.setdefault("RAY_DATA_LOG_LEVEL", "WARNING")
     if not ray.is_initialized():
         kwargs: dict = {"log_to_driver": log_to_driver, "configure_logging": False}
+        on_sigterm = _caller_sigterm_handler()
         if address:
             ray.init(address=address, **kwargs)
         else:
@@ -105,6 +116,9 @@ def connect(address: str | None = None, num_cpus: int | None = None, log_to_driv
                 _LOCAL_RAY_ENV.clear()
             started_here = True
         _state["started_here"] = started_here
+        if on_sigterm is not None:
+            # ray.init swaps in its own handler (and its core worker a native one that aborts).
+            signal.signal(signal.SIGTERM, on_sigterm)
     secure_token_file()
     import ray.data
 
