@@ -51,7 +51,10 @@ def test_sigterm_marks_the_run_killed_and_the_rerun_resumes(tmp_path: Path) -> N
         if "preprocess" in line:
             break
     assert proc.poll() is None, "".join(lines) + proc.stderr.read()
-    time.sleep(3)  # into the train stage
+    deadline = time.monotonic() + 120  # mid-fit: once its first checkpoint is written
+    while not any((tmp_path / "work" / "train").glob("*/checkpoint_*")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert proc.poll() is None, "the fit ended before it could be interrupted"
     proc.send_signal(signal.SIGTERM)
     out, errs = proc.communicate(timeout=120)
     assert proc.returncode == 143, "".join(lines) + out + errs
