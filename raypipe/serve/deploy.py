@@ -112,7 +112,40 @@ def deploy(model_uri: str, tracking_uri: str | None, cfg: ServeConfig) -> str:
         _run_app(pinned, tracking_uri, cfg)
     except Exception as e:
         raise ServingError(f"deploying '{model_uri}' on Ray Serve failed: {e}".splitlines()[0]) from e
-    return f"http://{host}:{port}"
+    base = f"http://{host}:{port}"
+    wait_routable(base)
+    return base
+
+
+def wait_routable(base: str, timeout_s: float = 60.0) -> None:
+    """Wait until ``GET base/healthz`` reaches the app.
+
+    ``serve.run`` returns once the replicas are up, but the HTTP ingress learns the route a
+    moment later (HAProxy mode reloads its config): a request sent at once could get 404.
+
+    Raises:
+        ServingError: no 200 from /healthz within ``timeout_s``.
+    """
+    import time
+
+    url = base.replace("://0.0.0.0:", "://127.0.0.1:").replace("://[::]:", "://[::1]:") + "/healthz"
+    start = time.monotonic()
+    deadline = start + timeout_s
+    last = ""
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as resp:
+                if resp.status == 200:
+                    log.debug("%s answered after %.2f s (before: %s)", url, time.monotonic() - start, last or "-")
+                    return
+                last = f"HTTP {resp.status}"
+        except urllib.error.HTTPError as e:
+            last = f"HTTP {e.code}"
+        except (urllib.error.URLError, OSError) as e:
+            last = str(e)
+        if time.monotonic() > deadline:
+            raise ServingError(f"the app is deployed but {url} did not answer within {timeout_s:.0f} s ({last})")
+        time.sleep(0.1)
 
 
 @dataclass(frozen=True)

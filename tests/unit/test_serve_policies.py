@@ -199,3 +199,34 @@ def test_ingress_env_haproxy_by_default_private_per_process_proxy_without_binary
         ingress_env(ServeConfig(ingress="haproxy"))
     for env in (one, two, three):
         shutil.rmtree(os.path.dirname(env["RAY_SERVE_HAPROXY_CONFIG_FILE_LOC"]))
+
+
+def test_wait_routable_waits_through_404_until_the_app_answers() -> None:
+    """The ingress can 404 a moment after serve.run returns (HAProxy reloading): deploy must wait it out."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from raypipe.errors import ServingError
+    from raypipe.serve.deploy import wait_routable
+
+    seen: list[str] = []
+
+    class Ingress(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            seen.append(self.path)
+            self.send_response(404 if len(seen) < 4 else 200)
+            self.end_headers()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Ingress)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        wait_routable(f"http://127.0.0.1:{server.server_port}", timeout_s=10)
+        assert seen == ["/healthz"] * 4
+        seen.clear()
+        server.RequestHandlerClass = type("Never", (Ingress,), {"do_GET": lambda self: self.send_error(404)})
+        with pytest.raises(ServingError, match=r"/healthz did not answer within 1 s \(HTTP 404\)"):
+            wait_routable(f"http://127.0.0.1:{server.server_port}", timeout_s=1)
+    finally:
+        server.shutdown()
