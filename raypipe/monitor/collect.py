@@ -7,6 +7,7 @@ features and bins, never on the number of rows.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import re
@@ -27,6 +28,8 @@ LATENCY_EDGES_MS = np.logspace(-1, 5, 241)
 # Binary score histogram per label value, for a streaming AUC (accurate to ~1e-3).
 AUC_BINS = 1000
 _DATE_DIR = re.compile(r"(?:^|/)date=(\d{4}-\d{2}-\d{2})(?:/|$)")
+_HIVE_FOLDER = re.compile(r"^[^=]+=[^=]*$")
+HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
 _LOG_COLUMNS = ("request_id", "row", "ts", "latency_ms", "prediction", "score")
 
 
@@ -80,6 +83,8 @@ class Plan:
     labels_path: str | None = None
     task: str = "binary"
     positive: str | None = None
+    folder_columns: list[str] = field(default_factory=list)
+    """Features read from hive folder names, as strings (``hive_partitioning``)."""
 
 
 def list_files(root: str, window: Window) -> list[str]:
@@ -156,6 +161,8 @@ def summarize(batch: pa.Table, plan: Plan) -> dict[str, np.ndarray]:
         if plan.until_ms is not None:
             keep = pc.and_(keep, pc.less(ts, plan.until_ms))
         batch = batch.filter(pc.fill_null(keep, False))
+    if plan.folder_columns:
+        batch = _folder_values(batch, plan)
     n = len(batch)
     out: dict[str, Any] = {"rows": n, "num": {}, "cat": {}, "missing": {}}
     for name, (edges, plot, lo, hi) in plan.numeric.items():
@@ -180,6 +187,27 @@ def summarize(batch: pa.Table, plan: Plan) -> dict[str, np.ndarray]:
     if plan.labels_path and {"request_id", "row", "prediction", "score"} <= names:
         out["perf"] = _performance(batch, plan)
     return {"summary": np.array([json.dumps(out)], dtype=object)}
+
+
+def _folder_values(batch: pa.Table, plan: Plan) -> pa.Table:
+    """Hive folder values: Hive's null folder as null, numeric features as float64.
+
+    Raises:
+        DataError: a numeric feature's folder holds a value that is not a number.
+    """
+    for name in plan.folder_columns:
+        i = batch.schema.get_field_index(name)
+        if i < 0:
+            continue
+        col = pc.cast(batch.column(i), pa.string())
+        col = pc.if_else(pc.equal(col, HIVE_NULL), pa.scalar(None, pa.string()), col)
+        if name in plan.numeric:
+            try:
+                col = pc.cast(col, pa.float64())
+            except pa.ArrowInvalid as e:
+                raise DataError(f"numeric feature '{name}': a folder {name}=<value> is not a number: {e}") from None
+        batch = batch.set_column(i, name, col)
+    return batch
 
 
 def _volume(batch: pa.Table, names: set[str], out: dict[str, Any]) -> None:
@@ -243,11 +271,14 @@ def collect(files: list[str], columns: list[str], plan: Plan) -> dict[str, Any]:
     import ray.data
 
     try:
-        present = set(pq.read_schema(files[0]).names) if "://" not in files[0] else set(columns)
+        fs, path = pafs.FileSystem.from_uri(files[0]) if "://" in files[0] else (None, files[0])
+        present = set(pq.read_schema(path, filesystem=fs).names)
     except (OSError, pa.ArrowException) as e:
         raise DataError(f"cannot read the schema of '{files[0]}': {e}") from None
-    cols = [c for c in columns if c in present]
-    ds = ray.data.read_parquet(files, columns=cols, partitioning=None)
+    partitioning, in_folders = hive_partitioning(files[0], [c for c in columns if c not in present])
+    cols = [c for c in columns if c in present or c in in_folders]
+    plan = dataclasses.replace(plan, folder_columns=in_folders)
+    ds = ray.data.read_parquet(files, columns=cols, partitioning=partitioning)
     mapped = ds.map_batches(
         summarize, batch_format="pyarrow", batch_size=None, zero_copy_batch=True, fn_kwargs={"plan": plan}
     )
@@ -265,6 +296,29 @@ def collect(files: list[str], columns: list[str], plan: Plan) -> dict[str, Any]:
                 c["new_levels"] = dict(sorted(c["new_levels"].items(), key=lambda kv: -kv[1])[:200])
     total["columns_read"] = cols
     return total
+
+
+def hive_partitioning(first_file: str, wanted: list[str]) -> tuple[Any, list[str]]:
+    """Hive partitioning for the ``wanted`` columns that live in folder names (``month=7/``), not in files.
+
+    Returns (None, []) when none does. Values are read as strings: ``summarize`` types them
+    (``_folder_values``), since Ray would fail on Hive's null folder before any check ran.
+    """
+    from ray.data.datasource.partitioning import Partitioning
+
+    scheme, _, rest = first_file.rpartition("://")
+    folders = rest.split("/")[:-1]
+    # Hive folders are the trailing run of key=value names; the base is the folder above them.
+    start = len(folders)
+    while start > 0 and _HIVE_FOLDER.match(folders[start - 1]):
+        start -= 1
+    keys = {f.split("=", 1)[0] for f in folders[start:]}
+    found = [c for c in wanted if c in keys]
+    if not found:
+        return None, []
+    base = "/".join(folders[:start]) or "/"
+    base = f"{scheme}://{base}" if scheme else base
+    return Partitioning("hive", base_dir=base, field_types=dict.fromkeys(found, str)), found
 
 
 def log_columns(ref: ReferenceProfile) -> list[str]:

@@ -207,6 +207,26 @@ def test_time_window_selects_rows_and_skips_date_folders(monitored, tmp_path):
     assert result.rows == 3_600 * 4 and list(result.volume["rows_by_date"]) == ["2026-11-20"]
 
 
+def test_features_in_hive_folder_names_are_read_not_missing(monitored, tmp_path):
+    """Features partitioned into folders (``cat_0=c0_1/``, nulls in Hive's default folder) are profiled."""
+    import pyarrow.dataset as pads
+
+    from raypipe.monitor import run_monitor
+
+    table = pq.read_table(monitored["logs"]["ok"])
+    cat0 = table.column("cat_0").to_pylist()
+    table = table.set_column(table.schema.get_field_index("cat_0"), "cat_0", pa.array(cat0[:-500] + [None] * 500))
+    pads.write_dataset(
+        table, tmp_path / "by_cat0", format="parquet", partitioning=["cat_0"], partitioning_flavor="hive"
+    )
+    assert (tmp_path / "by_cat0" / "cat_0=__HIVE_DEFAULT_PARTITION__").is_dir()
+    result = run_monitor(_cfg(tmp_path), reference=monitored["ref"], input_path=str(tmp_path / "by_cat0"))
+    by = {f.name: f for f in result.features}
+    assert result.rows == 20_000 and not by["cat_0"].missing_in_logs
+    assert by["cat_0"].null_rate_cur == pytest.approx(500 / 20_000)
+    assert by["cat_0"].category_shift < 0.03 and result.flagged_features == []
+
+
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     leaked = ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAYPIPE_HOME", "MLFLOW_TRACKING_URI")
     env = {k: v for k, v in os.environ.items() if k not in leaked}

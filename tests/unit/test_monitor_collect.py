@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from raypipe.errors import DataError
-from raypipe.monitor.collect import Plan, Window, list_files, parse_time, summarize
+from raypipe.monitor.collect import HIVE_NULL, Plan, Window, hive_partitioning, list_files, parse_time, summarize
 
 NOW = dt.datetime(2026, 11, 24, 12, tzinfo=dt.UTC)
 
@@ -62,6 +62,31 @@ def test_summarize_counts_bins_out_of_schema_new_levels_and_window():
     c = s["cat"]["c"]
     assert c["counts"] == [1, 1] and c["other"] == 1 and c["nulls"] == 1 and c["new_levels"] == {"NEW": 1}
     assert np.sum(s["latency_counts"]) == 3
+
+
+def test_hive_partitioning_finds_features_in_trailing_key_value_folders():
+    part, found = hive_partitioning("/d/a=b/data/month=7/carrier=UA/f.parquet", ["carrier", "month", "x", "a"])
+    assert found == ["carrier", "month"]  # `a=b` is above a plain folder: not a partition
+    assert part.base_dir == "/d/a=b/data" and part.field_types == {"carrier": str, "month": str}
+    part, found = hive_partitioning("s3://bucket/logs/month=7/f.parquet", ["month"])
+    assert found == ["month"] and part.base_dir == "s3://bucket/logs"
+    assert hive_partitioning("/d/model=m/date=2026-11-20/p.parquet", ["x"]) == (None, [])
+
+
+def test_summarize_types_folder_values_and_reads_hive_null_as_null():
+    batch = pa.table({"month": ["1", "7", HIVE_NULL, "12"], "carrier": ["UA", HIVE_NULL, "B6", "UA"]})
+    plan = Plan(
+        numeric={"month": ([6.5], [0.0, 6.5, 13.0], 1.0, 12.0)},
+        categorical={"carrier": ["UA", "B6"]},
+        folder_columns=["month", "carrier"],
+    )
+    s = json.loads(summarize(batch, plan)["summary"][0])
+    assert s["num"]["month"]["counts"] == [1, 2] and s["num"]["month"]["nulls"] == 1
+    assert s["num"]["month"]["out_of_schema"] == 0
+    assert s["cat"]["carrier"]["counts"] == [2, 1] and s["cat"]["carrier"]["nulls"] == 1
+    assert s["cat"]["carrier"]["new_levels"] == {}
+    with pytest.raises(DataError, match="numeric feature 'month': a folder month=<value> is not a number"):
+        summarize(pa.table({"month": ["July"]}), plan)
 
 
 def test_out_of_schema_alerts_on_the_increase_over_the_train_share():
