@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
@@ -260,17 +261,47 @@ def _type_family(typ: str) -> str:
     return typ
 
 
+HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
+"""The folder name Hive (and pyarrow) give a null partition value: ``month=__HIVE_DEFAULT_PARTITION__``."""
+
+
 def _partitioning(source: Source):
-    """Hive partitioning with the value types pyarrow inferred (Ray defaults to strings)."""
+    """Hive partitioning with the value types pyarrow inferred (Ray defaults to strings).
+
+    A column with a null folder is read as strings (Ray would fail casting the folder name)
+    and typed by ``hive_folder_values``.
+    """
     from ray.data.datasource.partitioning import Partitioning
 
     if not source.partition_columns:
         return None
+    with_null = {k for pv in source.partition_values for k, v in pv.items() if v is None}
     types = {}
     for name in source.partition_columns:
         t = source.schema.field(name).type
-        types[name] = int if pa.types.is_integer(t) else float if pa.types.is_floating(t) else str
+        numeric = name not in with_null and (pa.types.is_integer(t) or pa.types.is_floating(t))
+        types[name] = (int if pa.types.is_integer(t) else float) if numeric else str
     return Partitioning("hive", base_dir=source.base, field_types=types)
+
+
+def hive_folder_values(batch: pa.Table, types: dict[str, pa.DataType]) -> pa.Table:
+    """Columns read from hive folder names as strings, typed: Hive's null folder becomes null.
+
+    Raises:
+        DataError: a value cannot be cast; names the column and the type.
+    """
+    for name, typ in types.items():
+        i = batch.schema.get_field_index(name)
+        if i < 0:
+            continue
+        col = pc.cast(batch.column(i), pa.string())
+        col = pc.if_else(pc.equal(col, HIVE_NULL), pa.scalar(None, pa.string()), col)
+        try:
+            col = pc.cast(col, typ)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+            raise DataError(f"column '{name}': a folder {name}=<value> is not {typ}: {e}", column=name) from None
+        batch = batch.set_column(i, pa.field(name, typ), col)
+    return batch
 
 
 def read(source: Source, columns: list[str] | None = None):
@@ -283,12 +314,17 @@ def read(source: Source, columns: list[str] | None = None):
             f"column(s) {missing} not in the data under '{source.uri}'; available: {source.schema.names}",
             columns=missing,
         )
-    ds = _whole_file_read(source, columns) or ray.data.read_parquet(
-        list(source.files),
-        filesystem=source.filesystem,
-        columns=columns,
-        partitioning=_partitioning(source),
-    )
+    ds = _whole_file_read(source, columns)
+    if ds is None:
+        ds = ray.data.read_parquet(
+            list(source.files), filesystem=source.filesystem, columns=columns, partitioning=_partitioning(source)
+        )
+        with_null = {k for pv in source.partition_values for k, v in pv.items() if v is None}
+        as_str = {c: source.schema.field(c).type for c in sorted(with_null) if c in (columns or source.schema.names)}
+        if as_str:
+            ds = ds.map_batches(
+                hive_folder_values, batch_format="pyarrow", batch_size=None, zero_copy_batch=True, fn_args=(as_str,)
+            )
     if hasattr(ds.context, "op_resource_reservation_enabled"):
         # Per-operator reservation keeps a lone (fused) map operator, raypipe's usual plan, at about
         # one task in flight on a 2-CPU node (1.0 busy CPUs of 2; 2.1 s against 1.3 s for 4 M rows).

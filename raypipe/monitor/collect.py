@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
 
+from raypipe.data.ingest import hive_folder_values
 from raypipe.errors import DataError
 from raypipe.monitor._binning import add_into, categorical_counts, numeric_counts, to_float
 from raypipe.monitor.reference import ReferenceProfile
@@ -29,7 +30,6 @@ LATENCY_EDGES_MS = np.logspace(-1, 5, 241)
 AUC_BINS = 1000
 _DATE_DIR = re.compile(r"(?:^|/)date=(\d{4}-\d{2}-\d{2})(?:/|$)")
 _HIVE_FOLDER = re.compile(r"^[^=]+=[^=]*$")
-HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
 _LOG_COLUMNS = ("request_id", "row", "ts", "latency_ms", "prediction", "score")
 
 
@@ -162,7 +162,8 @@ def summarize(batch: pa.Table, plan: Plan) -> dict[str, np.ndarray]:
             keep = pc.and_(keep, pc.less(ts, plan.until_ms))
         batch = batch.filter(pc.fill_null(keep, False))
     if plan.folder_columns:
-        batch = _folder_values(batch, plan)
+        types = {c: pa.float64() if c in plan.numeric else pa.string() for c in plan.folder_columns}
+        batch = hive_folder_values(batch, types)
     n = len(batch)
     out: dict[str, Any] = {"rows": n, "num": {}, "cat": {}, "missing": {}}
     for name, (edges, plot, lo, hi) in plan.numeric.items():
@@ -187,27 +188,6 @@ def summarize(batch: pa.Table, plan: Plan) -> dict[str, np.ndarray]:
     if plan.labels_path and {"request_id", "row", "prediction", "score"} <= names:
         out["perf"] = _performance(batch, plan)
     return {"summary": np.array([json.dumps(out)], dtype=object)}
-
-
-def _folder_values(batch: pa.Table, plan: Plan) -> pa.Table:
-    """Hive folder values: Hive's null folder as null, numeric features as float64.
-
-    Raises:
-        DataError: a numeric feature's folder holds a value that is not a number.
-    """
-    for name in plan.folder_columns:
-        i = batch.schema.get_field_index(name)
-        if i < 0:
-            continue
-        col = pc.cast(batch.column(i), pa.string())
-        col = pc.if_else(pc.equal(col, HIVE_NULL), pa.scalar(None, pa.string()), col)
-        if name in plan.numeric:
-            try:
-                col = pc.cast(col, pa.float64())
-            except pa.ArrowInvalid as e:
-                raise DataError(f"numeric feature '{name}': a folder {name}=<value> is not a number: {e}") from None
-        batch = batch.set_column(i, name, col)
-    return batch
 
 
 def _volume(batch: pa.Table, names: set[str], out: dict[str, Any]) -> None:
@@ -301,8 +281,8 @@ def collect(files: list[str], columns: list[str], plan: Plan) -> dict[str, Any]:
 def hive_partitioning(first_file: str, wanted: list[str]) -> tuple[Any, list[str]]:
     """Hive partitioning for the ``wanted`` columns that live in folder names (``month=7/``), not in files.
 
-    Returns (None, []) when none does. Values are read as strings: ``summarize`` types them
-    (``_folder_values``), since Ray would fail on Hive's null folder before any check ran.
+    Returns (None, []) when none does. Values are read as strings and typed in ``summarize``
+    (``hive_folder_values``): Ray would fail casting Hive's null folder name.
     """
     from ray.data.datasource.partitioning import Partitioning
 

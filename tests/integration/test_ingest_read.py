@@ -63,3 +63,32 @@ def test_value_that_does_not_fit_the_discovered_type_names_the_file(ray_session,
     cause = getattr(err, "cause", None) or err
     assert isinstance(cause, DataError) or "DataError" in str(err)
     assert "month=6/region=north/part-0.parquet" in str(err)
+
+
+@pytest.mark.parametrize("files", [2, 12], ids=["ray-reader", "whole-file"])
+def test_null_partition_folder_reads_as_null_on_both_readers(ray_session, tmp_path: Path, files: int) -> None:
+    """``k=__HIVE_DEFAULT_PARTITION__`` (pyarrow's and Hive's null folder): null, not a crash, not a level."""
+    import ray
+
+    from raypipe.data._filesource import WholeFileParquet
+
+    n = 6_000
+    k = pa.array([None if i % 10 == 0 else i % 3 for i in range(n)], pa.int64())
+    c = pa.array([None if i % 7 == 0 else "ab"[i % 2] for i in range(n)])
+    table = pa.table({"x": np.arange(n, dtype=np.float32), "k": k, "c": c})
+    root = tmp_path / "data"
+    if files == 2:  # two folders, k=1 and k=null: too few files for whole-file tasks
+        parts, table = ["k"], table.filter(pa.compute.or_kleene(pa.compute.is_null(k), pa.compute.equal(k, 1)))
+    else:
+        parts = ["k", "c"]
+    pads.write_dataset(table, root, format="parquet", partitioning=parts, partitioning_flavor="hive")
+    assert (root / f"k={ingest.HIVE_NULL}").is_dir()
+    source = ingest.discover(str(root))
+    ds = ingest.read(source)
+    assert isinstance(getattr(ds._logical_plan.dag, "datasource", None), WholeFileParquet) == (files != 2)
+    got = pa.concat_tables(ray.get(ds.to_arrow_refs()))
+    want = pads.dataset(str(root), partitioning=pads.HivePartitioning.discover(infer_dictionary=False)).to_table()
+    assert got.num_rows == table.num_rows and got.schema == source.schema == want.schema
+    for col in parts:
+        assert got.column(col).null_count == want.column(col).null_count > 0
+        assert sorted(got.column(col).drop_null().to_pylist()) == sorted(want.column(col).drop_null().to_pylist())

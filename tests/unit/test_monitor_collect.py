@@ -10,8 +10,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from raypipe.data.ingest import HIVE_NULL
 from raypipe.errors import DataError
-from raypipe.monitor.collect import HIVE_NULL, Plan, Window, hive_partitioning, list_files, parse_time, summarize
+from raypipe.monitor.collect import Plan, Window, hive_partitioning, list_files, parse_time, summarize
 
 NOW = dt.datetime(2026, 11, 24, 12, tzinfo=dt.UTC)
 
@@ -85,7 +86,7 @@ def test_summarize_types_folder_values_and_reads_hive_null_as_null():
     assert s["num"]["month"]["out_of_schema"] == 0
     assert s["cat"]["carrier"]["counts"] == [2, 1] and s["cat"]["carrier"]["nulls"] == 1
     assert s["cat"]["carrier"]["new_levels"] == {}
-    with pytest.raises(DataError, match="numeric feature 'month': a folder month=<value> is not a number"):
+    with pytest.raises(DataError, match="column 'month': a folder month=<value> is not double"):
         summarize(pa.table({"month": ["July"]}), plan)
 
 
