@@ -99,6 +99,8 @@ def run_pipeline(
     code, packages = manifest.code_info(), manifest.package_versions()
     run_name = f"{cfg.name}-{dt.datetime.now():%Y%m%d-%H%M%S}"
     tracker = Tracker(tracking_uri, cfg.register.experiment, work / "mlartifacts", run_name, cfg.register.enabled)
+    for orphan in tracker.closed_orphans:  # a run killed outright (kill -9) never wrote its own end
+        audit.record(work, "run_failed", name=cfg.name, run_id=orphan, error="process gone; marked KILLED")
     audit.record(work, "run_start", name=cfg.name, run_id=tracker.run_id, config_hash=chash, data_fingerprint=fp)
     tracker.log_params(flatten(cfg.model_dump(mode="json")))
     tracker.set_tags({"raypipe.config_hash": chash, "raypipe.data_fingerprint": fp})

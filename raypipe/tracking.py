@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
 import time
 from typing import Any
 
@@ -35,10 +37,15 @@ class Tracker:
         try:
             while mlflow.active_run():  # a previous in-process run that failed mid-way
                 mlflow.end_run("FAILED")
-            run = mlflow.start_run(experiment_id=self.experiment_id, run_name=run_name)
+            owner = {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
+            run = mlflow.start_run(experiment_id=self.experiment_id, run_name=run_name, tags=owner)
         except Exception as e:  # noqa: BLE001 - MLflow raises many types for an unreachable store
             raise RegistryError(f"cannot start an MLflow run in '{tracking_uri}': {e}".splitlines()[0]) from e
         self.run_id = run.info.run_id
+        self.closed_orphans = close_orphaned_runs(self.experiment_id, self.run_id)
+
+    closed_orphans: list[str] = []
+    """Runs of this experiment left RUNNING by a killed process on this host, now marked KILLED."""
 
     def stage(self, name: str, seconds: float, cached: bool, detail: str) -> None:
         """Record one finished stage as a nested run, and its wall time on the parent."""
@@ -124,6 +131,47 @@ class Tracker:
             if run and run.info.run_id == self.run_id:
                 mlflow.end_run(status)
             self.run_id = self.run_id  # kept for the summary
+
+
+HOST_TAG, PID_TAG = "raypipe.host", "raypipe.pid"
+
+
+def close_orphaned_runs(experiment_id: str, current_run_id: str) -> list[str]:
+    """Mark KILLED the parent runs a killed process left RUNNING (``kill -9``, OOM, power loss).
+
+    Only runs started on this host whose process is gone: a run elsewhere, or one still
+    going here, cannot be told apart from a live one. Returns the run ids marked.
+    """
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    host = socket.gethostname().replace("'", "")
+    query = f"attributes.status = 'RUNNING' and tags.`{HOST_TAG}` = '{host}'"
+    closed = []
+    try:
+        runs = client.search_runs([experiment_id], query, max_results=100)
+    except Exception as e:  # noqa: BLE001 - housekeeping must not fail the run
+        log.debug("cannot search for orphaned runs: %s", e)
+        return closed
+    for run in runs:
+        pid = run.data.tags.get(PID_TAG, "")
+        if run.info.run_id == current_run_id or not pid.isdigit() or _alive(int(pid)):
+            continue
+        client.set_tag(run.info.run_id, "raypipe.closed_by", current_run_id)
+        client.set_terminated(run.info.run_id, "KILLED")
+        log.warning("MLflow run %s (pid %s, no longer running) marked KILLED", run.info.run_id, pid)
+        closed.append(run.info.run_id)
+    return closed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def log_code_and_env(tracker: Tracker, code, packages: dict[str, str], all_packages: str) -> None:

@@ -16,6 +16,7 @@ from raypipe import audit
 from raypipe.data.synth import write_synth
 from raypipe.pipeline import run_pipeline
 from raypipe.publish import promote, rollback
+from raypipe.registry import default_tracking_uri
 
 ALL_CACHED = ["ingest", "profile", "quality", "preprocess", "train", "evaluate", "register", "report"]
 
@@ -159,6 +160,16 @@ def test_killed_run_resumes_without_redoing_finished_stages(ray_session, small, 
         "preprocess",
     ], resumed.stdout
     assert status["train"] == "✓"
+    # The killed run could not end its MLflow run: the resumed one marks it KILLED (same host, pid gone).
+    client = MlflowClient(tracking_uri=default_tracking_uri(Path(cfg.runtime.work_dir)))
+    runs = client.search_runs(
+        [client.get_experiment_by_name(cfg.register.experiment).experiment_id], "tags.`raypipe.pid` != ''"
+    )
+    assert sorted(r.info.status for r in runs) == ["FINISHED", "KILLED"], [(r.info.run_id, r.info.status) for r in runs]
+    killed = next(r for r in runs if r.info.status == "KILLED")
+    assert killed.data.tags["raypipe.pid"] == str(proc.pid)
+    audit = [json.loads(x) for x in (Path(cfg.runtime.work_dir) / "audit.jsonl").read_text().splitlines()]
+    assert any(e["event"] == "run_failed" and e["run_id"] == killed.info.run_id for e in audit)
 
 
 def test_against_a_real_mlflow_server(ray_session, small, mlflow_server: str, tmp_path: Path) -> None:
