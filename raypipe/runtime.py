@@ -7,6 +7,7 @@ if Train workers reserve every CPU, Ray Data gets none and the fit hangs. The
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -66,6 +67,25 @@ def add_local_ray_env(env: dict[str, str]) -> None:
     _LOCAL_RAY_ENV.update(env)
 
 
+@contextlib.contextmanager
+def _loopback_node():
+    """Start a local Ray on node address 127.0.0.1, as Ray does on macOS.
+
+    Ray otherwise takes the host's routable address, and its agents and unauthenticated
+    Prometheus exporters (autoscaler, dashboard, agent) bind that or every interface. Its
+    ``_node_ip_address`` argument cannot ask for loopback (Ray swaps it for the routable one),
+    so this flips the single-machine switch Ray reads while it starts.
+    """
+    from ray._private import ray_constants
+
+    before = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = before
+
+
 def _caller_sigterm_handler():
     """The SIGTERM handler the caller installed (a Python function), or None; main thread only."""
     if threading.current_thread() is not threading.main_thread():
@@ -78,9 +98,9 @@ def connect(address: str | None = None, num_cpus: int | None = None, log_to_driv
     """Join ``address`` (or ``RAY_ADDRESS``) or start a local Ray.
 
     Token authentication stays on (Ray's default for a local ``ray.init``); the
-    token file Ray writes world-readable is tightened to 0600. Ray's internal
-    RPC ports listen on all interfaces whatever the node address, so the token
-    is their protection; the dashboard and Serve bind 127.0.0.1.
+    token file Ray writes world-readable is tightened to 0600. A local Ray runs on
+    node address 127.0.0.1, so its RPC ports, agents and metrics exporters bind
+    loopback (``_loopback_node``); Serve binds ``serve.host`` (127.0.0.1).
     """
     import ray
 
@@ -102,14 +122,15 @@ def connect(address: str | None = None, num_cpus: int | None = None, log_to_driv
             extra = {k: v for k, v in _LOCAL_RAY_ENV.items() if k not in os.environ}
             os.environ.update(extra)  # Ray's processes inherit the environment when they start
             try:
-                ray.init(
-                    # "local" always starts a new Ray: a bare ray.init() would silently
-                    # join any `ray start` cluster on this host.
-                    address="local",
-                    num_cpus=num_cpus,
-                    include_dashboard=False,
-                    **kwargs,
-                )
+                with _loopback_node():
+                    ray.init(
+                        # "local" always starts a new Ray: a bare ray.init() would silently
+                        # join any `ray start` cluster on this host.
+                        address="local",
+                        num_cpus=num_cpus,
+                        include_dashboard=False,
+                        **kwargs,
+                    )
             finally:
                 for k in extra:
                     os.environ.pop(k, None)
