@@ -86,6 +86,31 @@ def _loopback_node():
         ray_constants.ENABLE_RAY_CLUSTER = before
 
 
+def _loopback_only_gcs(address: str) -> bool:
+    """Whether ``address`` is a GCS on loopback only: a local Ray started by ``connect``.
+
+    Joining one needs the same single-machine switch (``_loopback_node``), or Ray rewrites
+    127.0.0.1 to the routable address and waits for a GCS that is not there. A ``ray start``
+    head's GCS also answers on the routable address; it is joined as Ray would.
+    """
+    host, _, port = address.rpartition(":")
+    if "://" in address or not port.isdigit() or host not in ("127.0.0.1", "localhost", "[::1]", "::1"):
+        return False
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect(("192.0.2.1", 9))  # sends nothing: picks the routable source address
+            routable = s.getsockname()[0]
+    except OSError:
+        return False
+    if routable.startswith("127."):
+        return False
+    try:
+        with socket.create_connection((routable, int(port)), timeout=1):
+            return False
+    except OSError:
+        return True
+
+
 def _caller_sigterm_handler():
     """The SIGTERM handler the caller installed (a Python function), or None; main thread only."""
     if threading.current_thread() is not threading.main_thread():
@@ -115,7 +140,8 @@ def connect(address: str | None = None, num_cpus: int | None = None, log_to_driv
         kwargs: dict = {"log_to_driver": log_to_driver, "configure_logging": False}
         on_sigterm = _caller_sigterm_handler()
         if address:
-            ray.init(address=address, **kwargs)
+            with _loopback_node() if _loopback_only_gcs(address) else contextlib.nullcontext():
+                ray.init(address=address, **kwargs)
         else:
             if _AUTH_MODE_ENV not in os.environ:
                 _enable_token_mode()

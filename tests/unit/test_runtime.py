@@ -172,3 +172,25 @@ def test_work_dir_is_created_and_raypipe_home_wins(tmp_path: Path, monkeypatch: 
     assert work_dir(cfg) == (tmp_path / "w").resolve() and (tmp_path / "w").is_dir()
     monkeypatch.setenv("RAYPIPE_HOME", str(tmp_path / "home"))
     assert work_dir(cfg) == (tmp_path / "home").resolve() and (tmp_path / "home").is_dir()
+
+
+def _routable_ip() -> str | None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.connect(("192.0.2.1", 9))
+        ip = s.getsockname()[0]
+    return None if ip.startswith("127.") else ip
+
+
+@pytest.mark.skipif(_routable_ip() is None, reason="no routable address on this host")
+def test_a_loopback_only_gcs_is_told_apart_from_a_ray_start_head() -> None:
+    from raypipe.runtime import _loopback_only_gcs
+
+    with socket.socket() as loop_only, socket.socket() as everywhere:
+        loop_only.bind(("127.0.0.1", 0))  # a Ray started by connect(): GCS on loopback only
+        loop_only.listen()
+        everywhere.bind(("0.0.0.0", 0))  # a `ray start` head: GCS on every interface
+        everywhere.listen()
+        assert _loopback_only_gcs(f"127.0.0.1:{loop_only.getsockname()[1]}")
+        assert not _loopback_only_gcs(f"127.0.0.1:{everywhere.getsockname()[1]}")
+        assert not _loopback_only_gcs(f"{_routable_ip()}:{everywhere.getsockname()[1]}")
+    assert not _loopback_only_gcs("ray://127.0.0.1:10001") and not _loopback_only_gcs("auto")
