@@ -391,6 +391,17 @@ class CpuBudget:
         return cls(session.total_cpus, workers, per, data_cpus, serve_cpus, session.num_nodes)
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host (another user's counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A port that is free right now on ``host`` (tests and ``serve.port: 0``)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:

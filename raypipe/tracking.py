@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 from raypipe.errors import RegistryError
+from raypipe.runtime import pid_alive
 
 log = logging.getLogger(__name__)
 
@@ -155,23 +156,13 @@ def close_orphaned_runs(experiment_id: str, current_run_id: str) -> list[str]:
         return closed
     for run in runs:
         pid = run.data.tags.get(PID_TAG, "")
-        if run.info.run_id == current_run_id or not pid.isdigit() or _alive(int(pid)):
+        if run.info.run_id == current_run_id or not pid.isdigit() or pid_alive(int(pid)):
             continue
         client.set_tag(run.info.run_id, "raypipe.closed_by", current_run_id)
         client.set_terminated(run.info.run_id, "KILLED")
         log.warning("MLflow run %s (pid %s, no longer running) marked KILLED", run.info.run_id, pid)
         closed.append(run.info.run_id)
     return closed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
 
 
 def log_code_and_env(tracker: Tracker, code, packages: dict[str, str], all_packages: str) -> None:

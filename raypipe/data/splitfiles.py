@@ -27,6 +27,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from raypipe.runtime import pid_alive
+
 SUFFIX = ".arrow"
 INDEX = "files.json"
 
@@ -172,21 +174,11 @@ def staging_folder(root: Path) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     for old in root.glob(".splits-*"):
         pid = old.name.split("-")[1]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not pid_alive(int(pid)):
             remove(old)
     folder = root / f".splits-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     folder.mkdir()
     return folder
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def remove(folder: Path) -> None:

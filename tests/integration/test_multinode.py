@@ -33,6 +33,8 @@ import uuid
 from pathlib import Path
 
 import pytest
+from _sockets import is_loopback
+from _sockets import listeners as tree_listeners
 
 pytestmark = [
     pytest.mark.integration,
@@ -210,33 +212,6 @@ def test_flights_job_runs_on_both_nodes_registers_and_stays_served(cluster: dict
 # --------------------------------------------------------------------------- 2. security
 
 
-def _listeners(root_pids: list[int]) -> list[tuple[str, int, int, str]]:
-    """(ip, port, pid, process name) of every TCP listen socket under these process trees."""
-    import psutil
-
-    procs: list[psutil.Process] = []
-    for pid in root_pids:
-        try:
-            p = psutil.Process(pid)
-            procs += [p, *p.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            continue
-    out = []
-    for p in procs:
-        try:
-            for conn in p.net_connections(kind="inet"):
-                if conn.status == psutil.CONN_LISTEN:
-                    out.append((conn.laddr.ip, conn.laddr.port, p.pid, p.name()))
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-    return out
-
-
-def _is_loopback(ip: str) -> bool:
-    ip = ip.removeprefix("::ffff:")
-    return ip.startswith("127.") or ip == "::1"
-
-
 def _reach(ip: str) -> str:
     """An address to connect to for a listener on ``ip`` (wildcards: this host's node address)."""
     ip = ip.removeprefix("::ffff:")
@@ -262,14 +237,14 @@ def _http_probe(host: str, port: int) -> tuple[int | None, str]:
 
 def _audit_sockets(c: dict, *, serve_port: int | None) -> list[tuple]:
     dash_port = int(c["dashboard"].rsplit(":", 1)[1])
-    listeners = _listeners(list(_node_pids(c).values()))
+    listeners = tree_listeners(list(_node_pids(c).values()))
     for ip, port, pid, name in sorted(listeners, key=lambda x: x[1]):
         print(f"  listen {ip:>22}:{port:<6} pid {pid:<7} {name}")
     assert any(port == dash_port for _, port, _, _ in listeners), "the dashboard was not found"
     # The HTTP surfaces: dashboard + Jobs API, Serve, and MLflow (none: the store is SQLite).
     for ip, port, _, name in listeners:
         if port == dash_port or port == serve_port:
-            assert _is_loopback(ip), f"{name} serves HTTP on {ip}:{port}, not loopback"
+            assert is_loopback(ip), f"{name} serves HTTP on {ip}:{port}, not loopback"
         assert "mlflow" not in name.lower() and "gunicorn" not in name.lower(), f"unexpected MLflow server {name}"
     if serve_port:
         assert any(port == serve_port for _, port, _, _ in listeners), "Serve's proxy was not found"
@@ -277,7 +252,7 @@ def _audit_sockets(c: dict, *, serve_port: int | None) -> list[tuple]:
     # the token, or Ray's Prometheus metrics (documented in cluster/README.md as unauthenticated).
     open_http = []
     for ip, port, _, name in listeners:
-        if _is_loopback(ip):
+        if is_loopback(ip):
             continue
         status, body = _http_probe(_reach(ip), port)
         if status is None or status in (401, 403):

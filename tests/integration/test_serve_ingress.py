@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from _serving import RECORD, request, write_tiny_bundle
+from _sockets import is_loopback, listeners
 
 from raypipe.config import ServeConfig
 from raypipe.runtime import free_port
@@ -60,26 +61,6 @@ def _listening(pids) -> list[str]:
     return found
 
 
-def _tree_listeners(root: int) -> list[tuple[str, int, str]]:
-    """(ip, port, process title) of the TCP listen sockets of ``root`` and its descendants."""
-    import psutil
-
-    out = []
-    procs = [psutil.Process(root), *psutil.Process(root).children(recursive=True)]
-    for p in procs:
-        try:
-            title = " ".join(p.cmdline())[:80]
-            out += [(c.laddr.ip, c.laddr.port, title) for c in p.net_connections("inet") if c.status == "LISTEN"]
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-    return out
-
-
-def _loopback(ip: str) -> bool:
-    ip = ip.removeprefix("::ffff:")
-    return ip.startswith("127.") or ip == "::1"
-
-
 def test_default_haproxy_ingress_serves_on_loopback_and_stops_its_haproxy(tmp_path: Path) -> None:
     write_tiny_bundle(tmp_path / "bundle")
     port = free_port()
@@ -113,9 +94,10 @@ def test_default_haproxy_ingress_serves_on_loopback_and_stops_its_haproxy(tmp_pa
         assert all(a.startswith("127.0.0.1:") for a in listening), listening
         # The whole local Ray too: GCS, raylet, workers, agents, Prometheus exporters. The one
         # exception is each Serve replica's inter-deployment gRPC port (Ray binds it to [::]:0).
-        wide = [x for x in _tree_listeners(proc.pid) if not _loopback(x[0])]
-        assert len(_tree_listeners(proc.pid)) > 10, "Ray's processes were not found under `raypipe serve`"
-        assert wide and all("ServeReplica" in name for _, _, name in wide), wide
+        found = listeners([proc.pid])
+        wide = [x for x in found if not is_loopback(x[0])]
+        assert len(found) > 10, "Ray's processes were not found under `raypipe serve`"
+        assert wide and all(name.startswith("ray::ServeRepli") for *_, name in wide), wide
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=60)
     finally:
