@@ -13,7 +13,8 @@ needs three fixes to be a safe default, all made here:
 - its stats page and Prometheus exporter bind every interface: a wrapper rebinds them to loopback;
 - its config, sockets and ports are fixed (``/tmp/haproxy-serve``, 8404, 9101): two Rays on one
   host collide, so each gets a private folder and free ports;
-- Ray's shutdown leaves haproxy running: ``stop_haproxy`` ends it.
+- Ray's shutdown leaves haproxy running: ``stop_haproxy`` ends it, and ``reap_orphans`` ends
+  the haproxy of a process killed outright (it held the port, answering 500).
 """
 
 from __future__ import annotations
@@ -28,10 +29,12 @@ from pathlib import Path
 
 from raypipe.config import ServeConfig
 from raypipe.errors import ServingError
-from raypipe.runtime import free_port
+from raypipe.runtime import free_port, pid_alive
 
 # Short, under /tmp: HAProxy caps socket paths at 97 bytes and Ray nests a 56-character folder in this one.
 _PRIVATE_PREFIX = "rp-hap-"
+_OWNER = "owner"
+"""File in each private folder holding the pid of the process that made it."""
 _private_dirs: list[str] = []
 """Private folders made by ``ingress_env`` in this process (``stop_haproxy`` cleans them up)."""
 
@@ -49,7 +52,10 @@ def ingress_env(cfg: ServeConfig) -> dict[str, str]:
     env: dict[str, str] = {}
     if mode == "haproxy":
         haproxy = haproxy_binary()
-        private = tempfile.mkdtemp(prefix=_PRIVATE_PREFIX, dir="/tmp" if os.path.isdir("/tmp") else None)
+        tmp = "/tmp" if os.path.isdir("/tmp") else tempfile.gettempdir()
+        reap_orphans(tmp)
+        private = tempfile.mkdtemp(prefix=_PRIVATE_PREFIX, dir=tmp)
+        Path(private, _OWNER).write_text(str(os.getpid()))
         _private_dirs.append(private)
         env = {
             "RAY_SERVE_ENABLE_HA_PROXY": "1",
@@ -155,18 +161,42 @@ def stop_haproxy() -> int:
     """
     stopped = 0
     while _private_dirs:
-        private = _private_dirs.pop()
-        mine = f"{private}/".encode()
-        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        stopped += _stop_in(_private_dirs.pop())
+    return stopped
+
+
+def reap_orphans(tmp: str) -> int:
+    """Stop the haproxy of private folders whose owner process is gone, and remove the folders.
+
+    A ``raypipe serve`` killed outright (SIGKILL, OOM) runs no exit hook: its haproxy kept the
+    port, answering 500, and the next ``raypipe serve`` on that port could not start. Returns
+    how many haproxy processes were stopped.
+    """
+    stopped = 0
+    for private in Path(tmp).glob(f"{_PRIVATE_PREFIX}*"):
+        try:
+            owner = Path(private, _OWNER).read_text()
+        except OSError:
+            continue  # being created, or not ours
+        if owner.isdigit() and not pid_alive(int(owner)):
+            stopped += _stop_in(str(private))
+    return stopped
+
+
+def _stop_in(private: str) -> int:
+    """SIGTERM every process whose command line names a file under ``private``, then remove it."""
+    stopped = 0
+    mine = f"{private}/".encode()
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue  # exited meanwhile
+        if any(a.startswith(mine) for a in args):
             try:
-                args = cmdline.read_bytes().split(b"\0")
-            except OSError:
-                continue  # exited meanwhile
-            if any(a.startswith(mine) for a in args):
-                try:
-                    os.kill(int(cmdline.parent.name), signal.SIGTERM)
-                    stopped += 1
-                except ProcessLookupError:
-                    pass
-        shutil.rmtree(private, ignore_errors=True)
+                os.kill(int(cmdline.parent.name), signal.SIGTERM)
+                stopped += 1
+            except (ProcessLookupError, PermissionError):  # exited meanwhile; another user's
+                pass
+    shutil.rmtree(private, ignore_errors=True)
     return stopped

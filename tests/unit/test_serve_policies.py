@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import threading
 import time
 from pathlib import Path
@@ -230,3 +231,31 @@ def test_wait_routable_waits_through_404_until_the_app_answers() -> None:
             wait_routable(f"http://127.0.0.1:{server.server_port}", timeout_s=1)
     finally:
         server.shutdown()
+
+
+def test_reap_orphans_stops_the_haproxy_of_a_dead_owner_and_keeps_a_live_ones(tmp_path) -> None:
+    """A `raypipe serve` killed outright leaves its haproxy holding the port; the next one ends it."""
+    import subprocess
+    import sys
+
+    from raypipe.serve.ingress import _OWNER, _PRIVATE_PREFIX, reap_orphans
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a pid that no longer exists
+    dead, live = tmp_path / f"{_PRIVATE_PREFIX}dead", tmp_path / f"{_PRIVATE_PREFIX}live"
+    procs = {}
+    for folder, owner in ((dead, gone.pid), (live, os.getpid())):
+        (folder / "nested").mkdir(parents=True)
+        (folder / _OWNER).write_text(str(owner))
+        # Stands in for haproxy: its command line names the config in the private folder.
+        procs[folder] = subprocess.Popen(
+            [sys.executable, "-c", "import time; time.sleep(120)", "-f", str(folder / "nested" / "haproxy.cfg")]
+        )
+    try:
+        assert reap_orphans(str(tmp_path)) == 1
+        assert procs[dead].wait(timeout=10) == -signal.SIGTERM and not dead.exists()
+        assert procs[live].poll() is None and live.is_dir()
+    finally:
+        for p in procs.values():
+            p.kill()
+            p.wait()
