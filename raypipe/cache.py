@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import shutil
+import socket
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -22,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
+# Temp folders carry this host's tag: a pid means nothing on another host sharing the disk.
+_HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
 
 _PACKAGE = Path(__file__).resolve().parent
 _DONE = "_done.json"
@@ -89,7 +92,8 @@ class StageCache:
         """Yield a temp folder to fill; it becomes the entry only if the block finishes."""
         final = self.root / stage / key
         final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=final.parent))
+        _remove_orphaned_temps(final.parent)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{key}-{_HOST}-{os.getpid()}-", dir=final.parent))
         try:
             yield tmp
             (tmp / _DONE).write_text(json.dumps(meta or {}, default=str))
@@ -120,3 +124,14 @@ class StageCache:
         if hasattr(result, "moved"):  # outputs whose files live in their entry follow the rename
             result.moved(self.root / stage / key)
         return result
+
+
+def _remove_orphaned_temps(stage_dir: Path) -> None:
+    """Remove temp folders (``.<key>-<host>-<pid>-<random>``) whose writer on this host is gone:
+    a run killed outright (SIGKILL, OOM) leaves its half-written entry, model files and all."""
+    from raypipe.runtime import pid_alive
+
+    for tmp in stage_dir.glob(f".*-{_HOST}-*-*"):
+        host, pid = tmp.name.rsplit("-", 3)[1:3]
+        if tmp.is_dir() and host == _HOST and pid.isdigit() and not pid_alive(int(pid)):
+            shutil.rmtree(tmp, ignore_errors=True)

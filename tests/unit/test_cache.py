@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -93,3 +94,24 @@ def test_unreadable_entry_is_recomputed(tmp_path: Path) -> None:
             raise ValueError("model version deleted")
 
     assert cache.reuse_or_run("train", "k", Picky, lambda: _Out("b"), []).text == "b"
+
+
+def test_a_killed_writers_temp_folder_is_removed_by_the_next_write(tmp_path: Path) -> None:
+    """SIGKILL mid-write leaves `.<key>-<host>-<pid>-*` behind; the next write on this host removes it."""
+    import subprocess
+    import sys
+
+    from raypipe import cache as cache_mod
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    stage = tmp_path / "train"
+    orphan = stage / f".abc-{cache_mod._HOST}-{gone.pid}-x1"
+    alive = stage / f".abc-{cache_mod._HOST}-{os.getpid()}-x2"  # a writer still running
+    elsewhere = stage / f".abc-0000beef-{gone.pid}-x3"  # another host's writer: its pid means nothing here
+    for d in (orphan, alive, elsewhere):
+        (d / "model").mkdir(parents=True)
+    with StageCache(tmp_path).write("train", "def") as tmp:
+        (tmp / "f").write_text("x")
+    assert not orphan.exists() and alive.is_dir() and elsewhere.is_dir()
+    assert (stage / "def" / "f").read_text() == "x"
