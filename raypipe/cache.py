@@ -15,16 +15,15 @@ import json
 import logging
 import os
 import shutil
-import socket
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from raypipe.runtime import host_tag, owner_gone
+
 log = logging.getLogger(__name__)
-# Temp folders carry this host's tag: a pid means nothing on another host sharing the disk.
-_HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
 
 _PACKAGE = Path(__file__).resolve().parent
 _DONE = "_done.json"
@@ -93,7 +92,7 @@ class StageCache:
         final = self.root / stage / key
         final.parent.mkdir(parents=True, exist_ok=True)
         _remove_orphaned_temps(final.parent)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{key}-{_HOST}-{os.getpid()}-", dir=final.parent))
+        tmp = Path(tempfile.mkdtemp(prefix=f".{key}-{host_tag()}-{os.getpid()}-", dir=final.parent))
         try:
             yield tmp
             (tmp / _DONE).write_text(json.dumps(meta or {}, default=str))
@@ -129,9 +128,6 @@ class StageCache:
 def _remove_orphaned_temps(stage_dir: Path) -> None:
     """Remove temp folders (``.<key>-<host>-<pid>-<random>``) whose writer on this host is gone:
     a run killed outright (SIGKILL, OOM) leaves its half-written entry, model files and all."""
-    from raypipe.runtime import pid_alive
-
-    for tmp in stage_dir.glob(f".*-{_HOST}-*-*"):
-        host, pid = tmp.name.rsplit("-", 3)[1:3]
-        if tmp.is_dir() and host == _HOST and pid.isdigit() and not pid_alive(int(pid)):
+    for tmp in stage_dir.glob(".*-*-*-*"):
+        if tmp.is_dir() and owner_gone(tmp.name):
             shutil.rmtree(tmp, ignore_errors=True)

@@ -391,6 +391,23 @@ class CpuBudget:
         return cls(session.total_cpus, workers, per, data_cpus, serve_cpus, session.num_nodes)
 
 
+def host_tag() -> str:
+    """8 hex characters naming this host in temp-folder names: a pid means nothing on another
+    host sharing the disk."""
+    import hashlib
+
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def owner_gone(name: str) -> bool:
+    """Whether a ``<prefix>-<host tag>-<pid>-<random>`` name belongs to a process of this host that is gone."""
+    parts = name.rsplit("-", 3)
+    if len(parts) != 4:
+        return False
+    host, pid = parts[1], parts[2]
+    return host == host_tag() and pid.isdigit() and not pid_alive(int(pid))
+
+
 def pid_alive(pid: int) -> bool:
     """Whether process ``pid`` exists on this host (another user's counts)."""
     try:

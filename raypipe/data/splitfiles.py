@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from raypipe.runtime import pid_alive
+from raypipe.runtime import host_tag, owner_gone
 
 SUFFIX = ".arrow"
 INDEX = "files.json"
@@ -173,10 +173,9 @@ def staging_folder(root: Path) -> Path:
     gone) are removed first: they hold a full copy of the model inputs."""
     root.mkdir(parents=True, exist_ok=True)
     for old in root.glob(".splits-*"):
-        pid = old.name.split("-")[1]
-        if pid.isdigit() and not pid_alive(int(pid)):
+        if owner_gone(old.name):
             remove(old)
-    folder = root / f".splits-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    folder = root / f".splits-{host_tag()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     folder.mkdir()
     return folder
 

@@ -101,13 +101,13 @@ def test_a_killed_writers_temp_folder_is_removed_by_the_next_write(tmp_path: Pat
     import subprocess
     import sys
 
-    from raypipe import cache as cache_mod
+    from raypipe.runtime import host_tag
 
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
     stage = tmp_path / "train"
-    orphan = stage / f".abc-{cache_mod._HOST}-{gone.pid}-x1"
-    alive = stage / f".abc-{cache_mod._HOST}-{os.getpid()}-x2"  # a writer still running
+    orphan = stage / f".abc-{host_tag()}-{gone.pid}-x1"
+    alive = stage / f".abc-{host_tag()}-{os.getpid()}-x2"  # a writer still running
     elsewhere = stage / f".abc-0000beef-{gone.pid}-x3"  # another host's writer: its pid means nothing here
     for d in (orphan, alive, elsewhere):
         (d / "model").mkdir(parents=True)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from raypipe.data.splitfiles import SplitFiles, read_file, staging_folder, write_file
+from raypipe.runtime import host_tag
 
 
 def _batch(rows: int, seed: int = 0, weights: bool = False) -> dict[str, np.ndarray]:
@@ -82,7 +83,7 @@ def test_moved_files_are_found_by_their_index_and_a_missing_one_is_named(tmp_pat
 
 def test_staging_removes_folders_of_dead_runs_only(tmp_path: Path) -> None:
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    left = tmp_path / f".splits-{int(dead.stdout)}-abcd"
+    left = tmp_path / f".splits-{host_tag()}-{int(dead.stdout)}-abcd"
     left.mkdir()
     (left / "big.arrow").write_bytes(b"x")
     mine = staging_folder(tmp_path)
