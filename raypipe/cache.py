@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from raypipe.runtime import host_tag, owner_gone
+from raypipe.orphans import host_tag, owner_gone
 
 log = logging.getLogger(__name__)
 

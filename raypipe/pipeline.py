@@ -27,6 +27,7 @@ from raypipe.data.profile import SPLIT_NAMES, combine
 from raypipe.data.schema import Contract
 from raypipe.data.split import SPLIT_COLUMN, add_split_column
 from raypipe.manifest import MANIFEST_FILE
+from raypipe.registry import default_tracking_uri
 from raypipe.stages import (
     STAGE_CODE,
     STAGES,
@@ -80,7 +81,7 @@ def run_pipeline(
 
     work = runtime.work_dir(cfg)
     tracking_uri = tracking_uri or cfg.runtime.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
-    tracking_uri = tracking_uri or _default_tracking(work)
+    tracking_uri = tracking_uri or default_tracking_uri(work)
     cache = StageCache(work / "cache", enabled=use_cache, rerun_from=rerun_from, order=STAGES)
     # Metadata checks first: a wrong path or label fails before Ray starts.
     path = ingest.resolve_path(cfg.data.path, work / "datasets")
@@ -409,12 +410,6 @@ def _register(ctx: _Run, fit: Trained, prep, prof: Profiled, ev: Evaluated, spli
     )
     ctx.tracker.log_text(json.dumps(decision.to_dict(), indent=2), "gate.json")
     return reg
-
-
-def _default_tracking(work: Path) -> str:
-    from raypipe.registry import default_tracking_uri
-
-    return default_tracking_uri(work)
 
 
 def _serving(cfg: PipelineConfig, serve_model: bool | None) -> bool:

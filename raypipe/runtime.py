@@ -13,7 +13,6 @@ import math
 import os
 import signal
 import socket
-import stat
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -21,11 +20,10 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from raypipe.config import PipelineConfig, TrainConfig
+from raypipe.raytoken import AUTH_MODE_ENV, enable_token_mode, ensure_client_token_auth, secure_token_file
 
 log = logging.getLogger(__name__)
 
-_TOKEN_FILE = Path.home() / ".ray" / "auth_token"
-_AUTH_MODE_ENV = "RAY_AUTH_MODE"
 _state = {"started_here": False}
 
 
@@ -94,7 +92,7 @@ def _loopback_only_gcs(address: str) -> bool:
     head's GCS also answers on the routable address; it is joined as Ray would.
     """
     host, _, port = address.rpartition(":")
-    if "://" in address or not port.isdigit() or host not in ("127.0.0.1", "localhost", "[::1]", "::1"):
+    if "://" in address or not port.isdigit() or not host or not _is_this_machine(host.strip("[]")):
         return False
     try:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
@@ -143,8 +141,8 @@ def connect(address: str | None = None, num_cpus: int | None = None, log_to_driv
             with _loopback_node() if _loopback_only_gcs(address) else contextlib.nullcontext():
                 ray.init(address=address, **kwargs)
         else:
-            if _AUTH_MODE_ENV not in os.environ:
-                _enable_token_mode()
+            if AUTH_MODE_ENV not in os.environ:
+                enable_token_mode()
             extra = {k: v for k, v in _LOCAL_RAY_ENV.items() if k not in os.environ}
             os.environ.update(extra)  # Ray's processes inherit the environment when they start
             try:
@@ -198,63 +196,6 @@ def owns_ray() -> bool:
     return ray.is_initialized() and _state["started_here"]
 
 
-def token_file() -> Path:
-    """The token file Ray reads: ``RAY_AUTH_TOKEN_PATH`` or ``~/.ray/auth_token``."""
-    path = os.environ.get("RAY_AUTH_TOKEN_PATH")
-    return Path(path).expanduser() if path else _TOKEN_FILE
-
-
-def token_available() -> bool:
-    """A Ray auth token is configured for this process (Ray's own lookup order)."""
-    if os.environ.get("RAY_AUTH_TOKEN", "").strip():
-        return True
-    try:
-        return token_file().is_file() and token_file().stat().st_size > 0
-    except OSError:
-        return False
-
-
-def ensure_client_token_auth() -> bool:
-    """Send the cluster token when joining a cluster by address.
-
-    Ray 2.60 only attaches the token (gRPC metadata, ``Authorization`` header)
-    when ``RAY_AUTH_MODE=token`` is in the client's environment; it does not
-    infer it from an existing token file for an explicit address. If the
-    variable is unset and a token exists (``RAY_AUTH_TOKEN``,
-    ``RAY_AUTH_TOKEN_PATH`` or ``~/.ray/auth_token``), set it. An explicit
-    ``RAY_AUTH_MODE`` is never overridden. Returns whether token mode is on.
-    """
-    mode = os.environ.get(_AUTH_MODE_ENV)
-    if mode is not None:
-        return mode.strip().lower() == "token"
-    if not token_available():
-        return False
-    secure_token_file(token_file())
-    return _enable_token_mode()
-
-
-def _enable_token_mode() -> bool:
-    """Set ``RAY_AUTH_MODE=token`` for this process and refresh Ray's cached config.
-
-    For a new local Ray this is Ray's own default; saying so explicitly also
-    skips the notice Ray prints on stderr, which would break one-line CLI errors.
-    """
-    os.environ[_AUTH_MODE_ENV] = "token"
-    import sys
-
-    if "ray" in sys.modules:  # Ray caches its config when ray._raylet is imported
-        import ray
-
-        if not ray.is_initialized():
-            try:
-                from ray._raylet import Config
-
-                Config.initialize("")
-            except Exception as e:  # noqa: BLE001 - a private API; a 401 later says what is wrong
-                log.warning("could not switch Ray to token auth in this process: %s", e)
-    return True
-
-
 def node_hosts(nodes: list[dict]) -> tuple[str, ...]:
     """Distinct machines behind ``ray.nodes()`` entries (alive ones), as ``ip/hostname``."""
     hosts = {
@@ -267,6 +208,11 @@ def node_hosts(nodes: list[dict]) -> tuple[str, ...]:
 
 # Client-side host names that mean "this machine" (a URL naming 0.0.0.0 connects locally).
 _THIS_MACHINE = {"localhost", "0.0.0.0", "::1", "::", ""}
+
+
+def _is_this_machine(host: str) -> bool:
+    host = host.lower()
+    return host in _THIS_MACHINE or host.startswith("127.")
 
 
 def is_node_local(uri: str | None) -> bool:
@@ -286,8 +232,7 @@ def is_node_local(uri: str | None) -> bool:
     if scheme in ("file", "local", "sqlite") or scheme.startswith("sqlite+"):
         return True
     if scheme in ("http", "https") or "sql" in scheme:  # MLflow servers and database stores
-        host = (parsed.hostname or "").lower()
-        return host in _THIS_MACHINE or host.startswith("127.")
+        return _is_this_machine(parsed.hostname or "")
     return False
 
 
@@ -324,15 +269,6 @@ def check_shared_storage(session: RaySession, paths: Mapping[str, str | None], s
         "or a mount that every node has at the same path (NFS/EFS/Filestore) and runtime.shared_storage: true",
         paths=local,
     )
-
-
-def secure_token_file(path: Path = _TOKEN_FILE) -> None:
-    """Ray 2.60 writes its auth token 0644; nobody else should read it."""
-    try:
-        if path.exists() and stat.S_IMODE(path.stat().st_mode) & 0o077:
-            path.chmod(0o600)
-    except OSError as e:  # a shared read-only home is not our problem to fix
-        log.warning("could not tighten %s: %s", path, e)
 
 
 @dataclass(frozen=True)
@@ -389,34 +325,6 @@ class CpuBudget:
                 "lower one of them"
             )
         return cls(session.total_cpus, workers, per, data_cpus, serve_cpus, session.num_nodes)
-
-
-def host_tag() -> str:
-    """8 hex characters naming this host in temp-folder names: a pid means nothing on another
-    host sharing the disk."""
-    import hashlib
-
-    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
-
-
-def owner_gone(name: str) -> bool:
-    """Whether a ``<prefix>-<host tag>-<pid>-<random>`` name belongs to a process of this host that is gone."""
-    parts = name.rsplit("-", 3)
-    if len(parts) != 4:
-        return False
-    host, pid = parts[1], parts[2]
-    return host == host_tag() and pid.isdigit() and not pid_alive(int(pid))
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether process ``pid`` exists on this host (another user's counts)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -147,8 +147,8 @@ class SubmitResult:
 
 
 def client(address: str | None = None):
-    """A ``JobSubmissionClient`` that sends the cluster token (see runtime.ensure_client_token_auth)."""
-    from raypipe.runtime import ensure_client_token_auth
+    """A ``JobSubmissionClient`` that sends the cluster token (see raytoken.ensure_client_token_auth)."""
+    from raypipe.raytoken import ensure_client_token_auth
 
     ensure_client_token_auth()
     from ray.job_submission import JobSubmissionClient

@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 from raypipe.errors import RegistryError
-from raypipe.runtime import pid_alive
+from raypipe.orphans import pid_alive
 
 log = logging.getLogger(__name__)
 

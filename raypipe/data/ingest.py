@@ -275,13 +275,18 @@ def _partitioning(source: Source):
 
     if not source.partition_columns:
         return None
-    with_null = {k for pv in source.partition_values for k, v in pv.items() if v is None}
+    with_null = _null_partition_columns(source)
     types = {}
     for name in source.partition_columns:
         t = source.schema.field(name).type
         numeric = name not in with_null and (pa.types.is_integer(t) or pa.types.is_floating(t))
         types[name] = (int if pa.types.is_integer(t) else float) if numeric else str
     return Partitioning("hive", base_dir=source.base, field_types=types)
+
+
+def _null_partition_columns(source: Source) -> set[str]:
+    """Partition columns with a null folder (``HIVE_NULL``) for some file."""
+    return {k for pv in source.partition_values for k, v in pv.items() if v is None}
 
 
 def hive_folder_values(batch: pa.Table, types: dict[str, pa.DataType]) -> pa.Table:
@@ -319,8 +324,8 @@ def read(source: Source, columns: list[str] | None = None):
         ds = ray.data.read_parquet(
             list(source.files), filesystem=source.filesystem, columns=columns, partitioning=_partitioning(source)
         )
-        with_null = {k for pv in source.partition_values for k, v in pv.items() if v is None}
-        as_str = {c: source.schema.field(c).type for c in sorted(with_null) if c in (columns or source.schema.names)}
+        wanted = columns or source.schema.names
+        as_str = {c: source.schema.field(c).type for c in sorted(_null_partition_columns(source)) if c in wanted}
         if as_str:
             ds = ds.map_batches(
                 hive_folder_values, batch_format="pyarrow", batch_size=None, zero_copy_batch=True, fn_args=(as_str,)

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from raypipe.runtime import host_tag, owner_gone
+from raypipe.orphans import host_tag, owner_gone
 
 SUFFIX = ".arrow"
 INDEX = "files.json"

@@ -29,7 +29,8 @@ from pathlib import Path
 
 from raypipe.config import ServeConfig
 from raypipe.errors import ServingError
-from raypipe.runtime import free_port, pid_alive
+from raypipe.orphans import pid_alive
+from raypipe.runtime import free_port
 
 # Short, under /tmp: HAProxy caps socket paths at 97 bytes and Ray nests a 56-character folder in this one.
 _PRIVATE_PREFIX = "rp-hap-"

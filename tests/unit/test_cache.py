@@ -101,7 +101,7 @@ def test_a_killed_writers_temp_folder_is_removed_by_the_next_write(tmp_path: Pat
     import subprocess
     import sys
 
-    from raypipe.runtime import host_tag
+    from raypipe.orphans import host_tag
 
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()

@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 
 from raypipe.config import TrainConfig, load_config
 from raypipe.errors import ConfigError
-from raypipe.runtime import CpuBudget, RaySession, free_port, secure_token_file, work_dir
+from raypipe.raytoken import secure_token_file
+from raypipe.runtime import CpuBudget, RaySession, free_port, work_dir
 
 EPS = 1e-9
 

@@ -353,7 +353,7 @@ def _auth_probe(env: dict[str, str]) -> dict:
     code = (
         "import json, os, ray\n"
         "from ray._raylet import AuthenticationMode, get_authentication_mode\n"
-        "from raypipe.runtime import ensure_client_token_auth\n"
+        "from raypipe.raytoken import ensure_client_token_auth\n"
         "on = ensure_client_token_auth()\n"
         "print(json.dumps({'on': on, 'env': os.environ.get('RAY_AUTH_MODE'),"
         " 'ray_token_mode': get_authentication_mode() == AuthenticationMode.TOKEN}))\n"
