@@ -40,8 +40,8 @@ def record(i: int = 0) -> dict:
 def build_bundle(out: Path) -> Path:
     import xgboost
 
-    from raypipe.bundle import write_bundle
     from raypipe.features import Preprocessor
+    from raypipe.model import write_bundle
 
     prep = Preprocessor.fit(CONTRACT)
     batch = prep.transform_batch(table(20_000))

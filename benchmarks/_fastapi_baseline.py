@@ -12,9 +12,9 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
+from raypipe.data.records import RequestError, RequestParser
+from raypipe.model import format_predictions
 from raypipe.registry import load_model
-from raypipe.serve.predict import format_predictions
-from raypipe.serve.schema import RequestError, RequestParser
 
 _model = load_model(os.environ["RAYPIPE_BUNDLE"])
 _parser = RequestParser(_model.bundle.contract)

@@ -57,7 +57,7 @@ MB = 1024 * 1024
 
 
 def _ensure_data(rows: int, cache_dir: Path) -> Path:
-    from raypipe.data.synth import write_synth
+    from raypipe.data.datasets.synth import write_synth
 
     out = cache_dir / f"synth-{rows}"
     if not out.is_dir():  # write_synth renames a finished folder into place: a folder is complete
@@ -249,11 +249,11 @@ class _Raypipe:
         import pyarrow as pa
 
         from raypipe import runtime
-        from raypipe.data import ingest
+        from raypipe.data import ingest, validate
         from raypipe.data.profile import combine, compute_profile
         from raypipe.data.schema import infer_contract
         from raypipe.data.split import SPLIT_COLUMN, add_split_column
-        from raypipe.pipeline import fit_preprocessor
+        from raypipe.pipeline.stages.preprocess import fit_preprocessor
 
         self.path, self.sampler = path, sampler
         self.cfg = cfg = _config(path, args.split_key)
@@ -268,7 +268,7 @@ class _Raypipe:
         with sampler.during("validate"):
             t0 = time.perf_counter()
             source = ingest.discover(str(path), cfg.data.filter)
-            ingest.validate_files(source)
+            validate.validate_files(source)
             self.res["validate_s"] = round(time.perf_counter() - t0, 3)
         self.res["files"] = len(source.files)
 

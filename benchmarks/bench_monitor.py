@@ -40,8 +40,8 @@ START = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
 
 
 def _ensure(rows: int, cache: Path) -> tuple[Path, Path]:
-    from raypipe.data.synth import write_synth
-    from raypipe.monitor.synth_logs import write_prediction_logs
+    from raypipe.data.datasets.synth import write_synth
+    from raypipe.data.datasets.synth_logs import write_prediction_logs
 
     train = cache / "monitor-train-200000"
     if not train.is_dir():
@@ -64,10 +64,10 @@ def _reference(train: Path, cache: Path):
     import ray.data
 
     from raypipe.config import DataConfig, FeaturesConfig
+    from raypipe.data.datasets.synth_logs import synth_score
     from raypipe.data.profile import compute_profile
     from raypipe.data.schema import infer_contract
     from raypipe.monitor import ReferenceProfile, build_reference
-    from raypipe.monitor.synth_logs import synth_score
 
     path = cache / "monitor-reference.json"
     if path.exists():

@@ -55,7 +55,7 @@ PARAMS = {"max_depth": 8, "eta": 0.1, "max_bin": 256, "tree_method": "hist", "ma
 
 
 def _data(rows: int, cache: Path) -> Path:
-    from raypipe.data.synth import write_synth
+    from raypipe.data.datasets.synth import write_synth
 
     for d in (Path("/work/main/.raypipe/bench") / f"synth-{rows}", cache / f"synth-{rows}"):
         if d.is_dir():
@@ -279,11 +279,13 @@ class _MemSampler(threading.Thread):
 
 
 def raypipe_path(path: Path, rounds: int, work: Path) -> dict:
-    from raypipe import pipeline, runtime, steps
+    from raypipe import runtime
     from raypipe.data import ingest, splitfiles
     from raypipe.data.profile import SPLIT_NAMES, combine, compute_profile
     from raypipe.data.schema import infer_contract
     from raypipe.data.split import SPLIT_COLUMN, add_split_column
+    from raypipe.pipeline.stages.evaluate import score_test_split
+    from raypipe.pipeline.stages.preprocess import fit_preprocessor
     from raypipe.train import fit_model
 
     cfg = _config(path, rounds, work)
@@ -304,19 +306,19 @@ def raypipe_path(path: Path, rounds: int, work: Path) -> dict:
 
     schema = pa.schema([source.schema.field(n) for n in source.schema.names])
     contract = infer_contract(schema, stats, profile["train"], cfg.data, cfg.features)
-    prep = pipeline.fit_preprocessor(cfg, contract, profile["train"])
+    prep = fit_preprocessor(cfg, contract, profile["train"])
     profile_s = time.perf_counter() - t
     sampler = _MemSampler()
     idle, idle_roles = sampler.settle()
     sampler.start()
     t0 = time.perf_counter()
-    # As raypipe.steps.preprocess makes them on one machine: split files, memory-mapped by the worker.
+    # As raypipe's preprocess stage makes them on one machine: split files, memory-mapped by the worker.
     parts = splitfiles.write_splits(split_ds(), prep, SPLIT_COLUMN, SPLIT_NAMES, work / "splits")
     t1 = time.perf_counter()
     budget = runtime.CpuBudget.plan(session, cfg.train, cfg.runtime.data_cpus, 0.0)
     fit = fit_model(parts, prep, contract, cfg, budget, str(work / "train"), f"bench-{int(time.time())}")
     t2 = time.perf_counter()
-    report = steps.evaluate_model(fit.model, parts["test"], contract, cfg).report
+    report = score_test_split(fit.model, parts["test"], contract, cfg.evaluate.primary_metric).report
     t3 = time.perf_counter()
     peak = sampler.stop()
     session.shutdown()

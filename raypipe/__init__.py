@@ -1,48 +1,48 @@
-"""raypipe: partitioned Parquet to a monitored model behind HTTP, on Ray."""
+"""raypipe: partitioned Parquet to a monitored model behind HTTP, on Ray.
 
-from raypipe.config import PipelineConfig, load_config
+>>> import raypipe
+>>> cfg = raypipe.load_config("jobs/flights.yaml", ["serve.enabled=false"])  # doctest: +SKIP
+>>> result = raypipe.run(cfg)  # doctest: +SKIP
+>>> model = raypipe.load_model(result.model_uri)  # doctest: +SKIP
+>>> model.predict([result.example])  # doctest: +SKIP
+{'prediction': [False], 'probabilities': [{'False': 0.93, 'True': 0.07}]}
+"""
+
+from raypipe._api import load_config, load_model, plan, run, run_monitor, score
+from raypipe.config import PipelineConfig
 from raypipe.errors import (
+    BusyError,
     ConfigError,
     DataError,
     RaypipeError,
     RegistryError,
     SchemaError,
     ServingError,
+    SubmitError,
     TrainingError,
 )
+from raypipe.model import Model
+from raypipe.pipeline.summary import RunResult
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "BusyError",
     "ConfigError",
     "DataError",
+    "Model",
     "PipelineConfig",
     "RaypipeError",
     "RegistryError",
-    "RunSummary",
+    "RunResult",
     "SchemaError",
     "ServingError",
+    "SubmitError",
     "TrainingError",
-    "build_reference",
     "load_config",
+    "load_model",
+    "plan",
+    "run",
     "run_monitor",
-    "run_pipeline",
-    "write_run_report",
+    "score",
 ]
-
-
-def __getattr__(name: str):
-    # The pipeline imports Ray; keep `import raypipe` cheap for the CLI and config checks.
-    if name in ("run_pipeline", "RunSummary"):
-        from raypipe import pipeline
-
-        return getattr(pipeline, name)
-    if name in ("run_monitor", "build_reference"):
-        from raypipe import monitor
-
-        return getattr(monitor, name)
-    if name == "write_run_report":
-        from raypipe.report import write_run_report
-
-        return write_run_report
-    raise AttributeError(name)

@@ -1,16 +1,18 @@
-"""Exceptions raised by raypipe.
+"""Exceptions raised by raypipe: the whole tree, in one place.
 
 Every error a user can cause derives from :class:`RaypipeError`, so callers can
 catch one class. The CLI prints ``str(err)`` as one line and exits with
-``err.exit_code``.
+``err.exit_code``; ``err.context`` holds the structured details (file, column, key).
 
-    RaypipeError
-    ├── ConfigError        bad YAML, unknown key, bad --set, invalid value
-    ├── DataError          missing/corrupt/empty data, filters matching nothing
-    │   └── SchemaError    columns or types disagree with the contract
-    ├── TrainingError      the fit failed or produced no model
-    ├── RegistryError      MLflow logging, registration or model loading failed
-    └── ServingError       Serve deployment or the smoke request failed
+    RaypipeError (1)
+    ├── ConfigError (2)      bad YAML, unknown key, bad --set, invalid value
+    ├── DataError (3)        missing/corrupt/empty data, filters matching nothing
+    │   └── SchemaError (3)  columns or types disagree with the contract
+    ├── TrainingError (4)    the fit failed or produced no model
+    ├── RegistryError (5)    MLflow logging, registration or model loading failed
+    ├── ServingError (6)     Serve deployment or the smoke request failed
+    ├── BusyError (7)        another run holds the work folder's lock
+    └── SubmitError (1)      a Ray Job could not be submitted or followed
 """
 
 from __future__ import annotations
@@ -59,3 +61,15 @@ class RegistryError(RaypipeError):
 
 class ServingError(RaypipeError):
     exit_code = 6
+
+
+class BusyError(RaypipeError):
+    """Another raypipe run is using the same work folder."""
+
+    exit_code = 7
+
+
+class SubmitError(RaypipeError):
+    """The Ray Job could not be submitted or followed."""
+
+    exit_code = 1

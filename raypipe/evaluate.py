@@ -73,7 +73,7 @@ def evaluate(task: str, y_true: np.ndarray, y_pred: np.ndarray, primary: str | N
             "logloss": float(skm.log_loss(labels, np.clip(y_pred, 1e-7, 1), labels=list(range(k)))),
             "accuracy": float(skm.accuracy_score(labels, hard)),
             "f1_macro": float(skm.f1_score(labels, hard, average="macro", zero_division=0)),
-            "auc_ovr": _safe(skm.roc_auc_score, labels, y_pred, multi_class="ovr", labels=list(range(k))),
+            "auc_ovr": _auc_ovr(labels, y_pred),
         }
     else:
         err = y_pred - y_true
@@ -88,6 +88,15 @@ def evaluate(task: str, y_true: np.ndarray, y_pred: np.ndarray, primary: str | N
 
         raise ConfigError(f"evaluate.primary_metric '{primary}' is not computed for {task}; choose one of {sorted(m)}")
     return EvalReport(task=task, metrics=m, primary=primary, n_rows=int(len(y_true)))
+
+
+def _auc_ovr(labels: np.ndarray, y_pred: np.ndarray) -> float:
+    """One-vs-rest AUC averaged over the classes present in ``labels`` (a class absent from the
+    split has no AUC there); NaN when fewer than two classes are present."""
+    present = [c for c in np.unique(labels) if 0 < (labels == c).sum() < len(labels)]
+    if len(present) < 2:
+        return float("nan")
+    return float(np.mean([skm.roc_auc_score(labels == c, y_pred[:, c]) for c in present]))
 
 
 def _safe(fn, *args, **kwargs) -> float:

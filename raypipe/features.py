@@ -31,6 +31,8 @@ from raypipe.data.profile import ColumnStats
 from raypipe.data.schema import Contract, LabelSpec
 
 _DATE_PARTS = ("year", "month", "day", "day_of_week", "hour")
+ISO8601 = "ISO8601"
+_ISO_FORMATS = ("%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d")
 
 
 @dataclass
@@ -38,6 +40,8 @@ class _Column:
     name: str
     kind: str
     categories: list[str] | None = None
+    format: str | None = None
+    """strptime format of a timestamp held as strings (``ISO8601``: any ISO 8601 form)."""
 
 
 @dataclass
@@ -53,6 +57,12 @@ class Preprocessor:
     """Categoricals as ``native`` codes (type 'c'), ``onehot`` indicators or ``ordinal`` codes."""
     scale: dict[str, tuple[float, float]] = field(default_factory=dict)
     """Train-split (mean, std) per standardised numeric column."""
+    target: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """High-cardinality categoricals encoded as frequency + out-of-fold target mean
+    (:mod:`raypipe.target_encoding`): column -> its ``ColumnTargets`` as a dict."""
+    fold_key: list[str] = field(default_factory=list)
+    """Columns whose hash assigns a train row its fold (the split's key) and the seed."""
+    fold_seed: int = 0
     version: int = 1
 
     @classmethod
@@ -64,6 +74,7 @@ class Preprocessor:
         impute: str = "none",
         encoding: str = "native",
         scale: bool = False,
+        native_max_levels: int | None = None,
     ) -> Preprocessor:
         """Fit from a contract whose categories were counted on the train split.
 
@@ -74,11 +85,17 @@ class Preprocessor:
             impute: ``none``, ``mean`` (train-split mean) or ``zero``, for numeric columns.
             encoding: ``native``, ``onehot`` or ``ordinal`` for categoricals.
             scale: standardise numeric columns with train-split mean and std.
+            native_max_levels: categoricals keep their most frequent levels up to this many as codes
+                or indicators (rarer ones read as missing); target-encoded columns use them all.
 
         Raises:
             ConfigError: a derived expression is invalid or names an unknown column.
         """
-        cols = [_Column(f.name, f.kind, f.categories) for f in contract.features]
+        cap = native_max_levels
+        cols = [
+            _Column(f.name, f.kind, f.categories[:cap] if f.categories and cap else f.categories, f.format)
+            for f in contract.features
+        ]
         names = {c.name for c in cols}
         for name, expr in (derived or {}).items():
             check_expression(name, expr, names)
@@ -113,10 +130,12 @@ class Preprocessor:
     def feature_names(self) -> list[str]:
         names = []
         for c in self.columns:
-            if c.kind == "timestamp":
+            if c.name in self.target:
+                names.extend(self._target_names(c.name))
+            elif c.kind == "timestamp":
                 names.extend(f"{c.name}__{p}" for p in _DATE_PARTS)
             elif c.kind == "categorical" and self.encoding == "onehot":
-                names.extend(f"{c.name}={v}" for v in c.categories or [])
+                names.extend(f"{c.name}={v}" for v in (c.categories or []))
             else:
                 names.append(c.name)
         return names + list(self.derived)
@@ -126,7 +145,9 @@ class Preprocessor:
         """XGBoost feature types: 'c' for categorical codes, 'q' otherwise."""
         types = []
         for c in self.columns:
-            if c.kind == "timestamp":
+            if c.name in self.target:
+                types.extend(["q"] * len(self._target_names(c.name)))
+            elif c.kind == "timestamp":
                 types.extend(["q"] * len(_DATE_PARTS))
             elif c.kind == "categorical" and self.encoding == "onehot":
                 types.extend(["q"] * len(c.categories or []))
@@ -134,10 +155,30 @@ class Preprocessor:
                 types.append("c" if c.kind == "categorical" and self.encoding == "native" else "q")
         return types + ["q"] * len(self.derived)
 
+    def _target_names(self, name: str) -> list[str]:
+        if self.label.task == "multiclass":
+            return [f"{name}__freq", *(f"{name}__te={c}" for c in self.label.classes or [])]
+        return [f"{name}__freq", f"{name}__te"]
+
+    def with_targets(self, target: dict[str, Any], fold_key: list[str], fold_seed: int) -> Preprocessor:
+        """This preprocessor with target + frequency encoding for the columns of ``target``."""
+        from dataclasses import replace
+
+        encoded = {name: t.to_dict() if hasattr(t, "to_dict") else dict(t) for name, t in target.items()}
+        return replace(self, target=encoded, fold_key=list(fold_key), fold_seed=fold_seed)
+
     # --- transforms ----------------------------------------------------------
-    def transform_features(self, table: pa.Table) -> np.ndarray:
-        """Arrow table -> (rows, features) float32 matrix; missing is NaN."""
+    def transform_features(self, table: pa.Table, out_of_fold: bool = False) -> np.ndarray:
+        """Arrow table -> (rows, features) float32 matrix; missing is NaN.
+
+        ``out_of_fold`` (train rows only): each row's target encodings leave out its own fold.
+        """
         n = table.num_rows
+        folds = None
+        if out_of_fold and self.target:
+            from raypipe.target_encoding import fold_of
+
+            folds = fold_of(table, self.fold_key, self.fold_seed)
         # Filled column by column, so column-major (contiguous writes); returned row-major.
         out = np.empty((n, len(self.feature_names)), dtype=np.float32, order="F")
         j = 0
@@ -147,17 +188,26 @@ class Preprocessor:
                 col = col.combine_chunks()
             if pa.types.is_dictionary(col.type):
                 col = col.dictionary_decode()
+            if c.name in self.target:
+                from raypipe.target_encoding import ColumnTargets, encode
+
+                frequency, target = encode(ColumnTargets(**self.target[c.name]), col, folds)
+                out[:, j] = frequency
+                out[:, j + 1 : j + 1 + target.shape[1]] = target
+                j += 1 + target.shape[1]
+                continue
             if c.kind == "timestamp":
-                for part in _date_parts(col):
+                for part in _date_parts(col, c.format):
                     out[:, j] = part
                     j += 1
                 continue
             if c.kind == "categorical":
                 if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
                     col = pc.cast(col, pa.string())
-                col = pc.index_in(col, value_set=pa.array(c.categories or [], pa.string()))
+                levels = c.categories or []
+                col = pc.index_in(col, value_set=pa.array(levels, pa.string()))
                 if self.encoding == "onehot":
-                    k = len(c.categories or [])
+                    k = len(levels)
                     block = out[:, j : j + k]
                     block[:] = 0.0
                     codes = _to_float(col)
@@ -198,31 +248,36 @@ class Preprocessor:
         col = _label_strings(col)
         return _to_float(pc.index_in(col, value_set=pa.array(self.label.classes, pa.string())))
 
-    def transform_batch(self, batch: pa.Table, passthrough: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+    def transform_batch(
+        self, batch: pa.Table, passthrough: tuple[str, ...] = (), out_of_fold: bool = False
+    ) -> dict[str, np.ndarray]:
         """Ray Data map step for training: features ``X``, label ``y``, weight ``w``.
 
-        Rows without a label are dropped; ``passthrough`` columns are carried along.
+        Rows without a label are dropped; ``passthrough`` columns are carried along;
+        ``out_of_fold`` for train rows (see :meth:`transform_features`).
         """
         y = self.encode_label(batch)
         keep = ~np.isnan(y)
         if not keep.all():
             batch = batch.filter(pa.array(keep))
             y = y[keep]
-        out = {"X": self.transform_features(batch), "y": y}
+        out = {"X": self.transform_features(batch, out_of_fold), "y": y}
         if self.weight_column:
             out["w"] = _to_float(batch.column(self.weight_column).combine_chunks())
         for name in passthrough:
             out[name] = batch.column(name).to_numpy()
         return out
 
-    def transform_block(self, batch: pa.Table, passthrough: tuple[str, ...] = ()) -> pa.Table:
+    def transform_block(
+        self, batch: pa.Table, passthrough: tuple[str, ...] = (), out_of_fold: bool = False
+    ) -> pa.Table:
         """``transform_batch`` as the Arrow block Ray Data would build from it, built faster.
 
         Ray Data infers each 1-D NumPy column's Arrow type element by element (``pa.infer_type``,
         ~35 ms per 500k rows per column, more than the transform itself); the columns here are
         plain numbers, so the block is built directly: same schema, same values.
         """
-        return _arrow_block(self.transform_batch(batch, passthrough))
+        return _arrow_block(self.transform_batch(batch, passthrough, out_of_fold))
 
     def decode_classes(self, idx: np.ndarray) -> list[str]:
         classes = np.asarray(self.label.classes, dtype=object)
@@ -242,6 +297,9 @@ class Preprocessor:
             fill=d.get("fill", {}),
             encoding=d.get("encoding", "native"),
             scale={k: tuple(v) for k, v in d.get("scale", {}).items()},
+            target=d.get("target", {}),
+            fold_key=d.get("fold_key", []),
+            fold_seed=d.get("fold_seed", 0),
             version=d.get("version", 1),
         )
 
@@ -296,7 +354,18 @@ def _label_strings(col: pa.Array) -> pa.Array:
     return col
 
 
-def _date_parts(col: pa.Array) -> list[np.ndarray]:
+def parse_timestamps(col: pa.Array, format: str | None) -> pa.Array:
+    """Strings to timestamps with ``format`` (``ISO8601``: Arrow's ISO 8601 cast); unparseable -> null."""
+    if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
+        return col
+    if format in (None, ISO8601):
+        # Vectorised: each ISO form in turn, the first that parses a value wins.
+        return pc.coalesce(*(pc.strptime(col, format=f, unit="s", error_is_null=True) for f in _ISO_FORMATS))
+    return pc.strptime(col, format=format, unit="s", error_is_null=True)
+
+
+def _date_parts(col: pa.Array, format: str | None = None) -> list[np.ndarray]:
+    col = parse_timestamps(col, format)
     if pa.types.is_date(col.type):
         col = pc.cast(col, pa.timestamp("s"))
     return [

@@ -50,38 +50,43 @@ def tiny_table(n: int, seed: int = 0) -> pa.Table:
     )
 
 
-def write_tiny_bundle(bundle_dir: Path, *, rounds: int = 10, seed: int = 0) -> dict[str, str]:
-    """Train a tiny XGBoost model and write it as a raypipe bundle folder; returns the file hashes."""
+def write_tiny_bundle(
+    bundle_dir: Path, *, rounds: int = 10, seed: int = 0, contract: Contract = CONTRACT
+) -> dict[str, str]:
+    """Train a tiny XGBoost model and write it as a raypipe bundle folder; returns the file hashes.
+
+    ``contract`` may differ from ``CONTRACT`` in policy-only fields (nullable, ranges), not in features.
+    """
     import xgboost
 
-    from raypipe.bundle import write_bundle
     from raypipe.features import Preprocessor
+    from raypipe.model import write_bundle
 
-    prep = Preprocessor.fit(CONTRACT)
+    prep = Preprocessor.fit(contract)
     batch = prep.transform_batch(tiny_table(400, seed))
     dtrain = xgboost.DMatrix(batch["X"], batch["y"], feature_types=prep.feature_types, enable_categorical=True)
     booster = xgboost.train({"objective": "binary:logistic", "seed": seed, "nthread": 1}, dtrain, rounds)
-    return write_bundle(bundle_dir, booster, prep, CONTRACT)
+    return write_bundle(bundle_dir, booster, prep, contract)
 
 
-def register_tiny_model(tracking_uri: str, artifacts: Path, *, rounds: int = 10, seed: int = 0) -> str:
+def register_tiny_model(
+    tracking_uri: str, artifacts: Path, *, rounds: int = 10, seed: int = 0, contract: Contract = CONTRACT
+) -> str:
     """Train a tiny XGBoost bundle, register it as a new version of ``tiny`` and make it champion.
 
     Returns the new version.
     """
-    import mlflow
-    from mlflow import MlflowClient
-
-    from raypipe import registry
+    from raypipe.registry import client, experiment_id, versions
 
     bundle_dir = artifacts / f"bundle-{seed}-{rounds}"
-    hashes = write_tiny_bundle(bundle_dir, rounds=rounds, seed=seed)
-    exp = registry.setup_tracking(tracking_uri, "serve-tests", artifacts / "mlartifacts")
-    with mlflow.start_run(experiment_id=exp):
-        name, version = registry.log_bundle(bundle_dir, model_name=MODEL_NAME, input_example=None, hashes=hashes)
-    MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri).set_registered_model_alias(
-        name, "champion", version
+    hashes = write_tiny_bundle(bundle_dir, rounds=rounds, seed=seed, contract=contract)
+    exp = experiment_id(tracking_uri, "serve-tests", artifacts / "mlartifacts")
+    run = client(tracking_uri).create_run(exp)
+    version = versions.register_bundle(
+        tracking_uri, bundle_dir, model_name=MODEL_NAME, run_id=run.info.run_id, input_example=None, hashes=hashes
     )
+    client(tracking_uri).set_terminated(run.info.run_id)
+    client(tracking_uri).set_registered_model_alias(MODEL_NAME, "champion", version)
     return version
 
 
@@ -117,6 +122,12 @@ class Load:
         self.codes: Counter[int | str] = Counter()
         self.versions: Counter[str] = Counter()
         self.first_try_failures = 0
+        self.slowest_s = 0.0
+        """The longest request, retries included, as its client saw it."""
+        self.failure_times: list[tuple[float, str]] = []
+        """(time.monotonic(), code) of each failed request, to place it against a fault."""
+        self.request_ids: set[str] = set()
+        """Request ids of the 200 answers (to count their prediction-log rows)."""
         self._lock = threading.Lock()
         self._next = 0
         self.done = threading.Event()
@@ -138,6 +149,7 @@ class Load:
         parts = urlsplit(self.url)
         conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
         while self._take():
+            t0 = time.perf_counter()
             for attempt in range(2 if self.retry else 1):
                 try:
                     conn.request("POST", parts.path, body=self.body, headers={"Content-Type": "application/json"})
@@ -145,8 +157,10 @@ class Load:
                     raw = resp.read()
                     code: int | str = resp.status
                     if code == 200:
+                        answer = json.loads(raw)
                         with self._lock:
-                            self.versions[str(json.loads(raw).get("model_version"))] += 1
+                            self.versions[str(answer.get("model_version"))] += 1
+                            self.request_ids.add(answer.get("request_id"))
                     if code >= 500 and attempt == 0 and self.retry:
                         with self._lock:
                             self.first_try_failures += 1
@@ -163,7 +177,10 @@ class Load:
                         time.sleep(0.1)
             with self._lock:
                 self.codes[code] += 1
+                if code != 200:
+                    self.failure_times.append((time.monotonic(), str(code)))
                 self.sent += 1
+                self.slowest_s = max(self.slowest_s, time.perf_counter() - t0)
         conn.close()
 
     def run(self) -> Load:

@@ -1,17 +1,11 @@
-"""Find, validate, fingerprint and stream partitioned Parquet.
-
-Ray Data alone does not name a broken file (``read_parquet`` raises
-``ArrowInvalid`` without a path, and a file with corrupt pages but an intact
-footer passes ``count()``), so each file is opened and decoded in a Ray task
-that attaches its path before the real read starts.
-"""
+"""Find, fingerprint and stream partitioned Parquet (decoding every file to name a broken one is
+:mod:`raypipe.data.validate`)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import posixpath
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,8 +14,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
-import pyarrow.parquet as pq
 
+from raypipe.data.validate import listed
 from raypipe.errors import DataError, SchemaError
 
 BUILTIN_SCHEME = "dataset://"
@@ -43,31 +37,42 @@ class Source:
     filter: str | None
     partition_values: tuple[dict[str, Any], ...] = ()
     """Per file, its hive partition values, typed as in ``schema``."""
+    skipped: tuple[str, ...] = ()
+    """Files under ``base`` that are not Parquet (``part-1.csv``), left out of the data."""
 
     def relpath(self, path: str) -> str:
         return posixpath.relpath(path, self.base) if path.startswith(self.base) else path
 
 
-def resolve_path(path: str, cache_dir: Path) -> str:
-    """Map ``dataset://flights`` / ``dataset://synth?rows=N`` to a built local folder."""
+def resolve_path(path: str, cache_dir: Path, *, build: bool = True) -> str:
+    """Map ``dataset://flights`` / ``dataset://synth?rows=N`` to a built local folder (built on first use).
+
+    Raises:
+        DataError: an unknown built-in name, or (``build=False``) one not built yet.
+    """
     if not path.startswith(BUILTIN_SCHEME):
         return path
     name, _, query = path[len(BUILTIN_SCHEME) :].partition("?")
     params = dict(p.split("=", 1) for p in query.split("&") if "=" in p)
     if name == "flights":
-        from raypipe.data.flights import build_flights
+        from raypipe.data.datasets.flights import build_flights, is_built
 
-        return str(build_flights(cache_dir / "flights"))
-    if name == "synth":
-        from raypipe.data.synth import write_synth
+        out = cache_dir / "flights"
+    elif name == "synth":
+        from raypipe.data.datasets.synth import write_synth
 
-        rows = int(params.get("rows", 200_000))
-        seed = int(params.get("seed", 0))
+        rows, seed = int(params.get("rows", 200_000)), int(params.get("seed", 0))
         out = cache_dir / f"synth-{rows}-{seed}"
-        if not out.is_dir():  # write_synth renames a finished folder into place
-            write_synth(out, rows, seed=seed)
-        return str(out)
-    raise DataError(f"unknown built-in dataset '{path}'; known: dataset://flights, dataset://synth?rows=N")
+    else:
+        raise DataError(f"unknown built-in dataset '{path}'; known: dataset://flights, dataset://synth?rows=N")
+    built = is_built(out) if name == "flights" else out.is_dir()  # write_synth renames a finished folder into place
+    if not built and not build:
+        raise DataError(f"built-in dataset '{path}' is not built yet under {out}", path=path, folder=str(out))
+    if name == "flights":
+        return str(build_flights(out))
+    if not built:
+        write_synth(out, rows, seed=seed)
+    return str(out)
 
 
 def discover(path: str, filter: str | None = None) -> Source:
@@ -84,20 +89,23 @@ def discover(path: str, filter: str | None = None) -> Source:
     info = fs.get_file_info(base)
     if info.type == pafs.FileType.NotFound:
         raise DataError(f"data path '{path}' does not exist; check data.path", path=path)
+    skipped: tuple[str, ...] = ()
     try:
         if info.type == pafs.FileType.File:
             dataset = pads.dataset([base], filesystem=fs, format="parquet")
         else:
             selector = pafs.FileSelector(base, recursive=True)
-            paths = sorted(
+            visible = sorted(
                 f.path
                 for f in fs.get_file_info(selector)
                 if f.type == pafs.FileType.File
-                and f.path.endswith(".parquet")
                 and not any(part.startswith(("_", ".")) for part in posixpath.relpath(f.path, base).split("/"))
             )
+            paths = [p for p in visible if p.endswith(".parquet")]
+            skipped = tuple(posixpath.relpath(p, base) for p in visible if not p.endswith(".parquet"))
             if not paths:
-                raise DataError(f"no Parquet files under '{path}'; check data.path", path=path)
+                found = f"; it holds only other files ({listed(skipped)})" if skipped else ""
+                raise DataError(f"no Parquet files under '{path}'{found}; check data.path", path=path)
             dataset = pads.dataset(
                 paths,
                 filesystem=fs,
@@ -133,6 +141,7 @@ def discover(path: str, filter: str | None = None) -> Source:
         partition_columns=part_cols,
         filter=filter,
         partition_values=tuple(pads.get_partition_keys(f.partition_expression) for f in fragments),
+        skipped=skipped,
     )
 
 
@@ -171,94 +180,6 @@ def fingerprint(source: Source, columns: list[str] | None = None) -> str:
     h.update(source.schema.to_string(show_schema_metadata=False).encode())
     h.update(json.dumps({"filter": source.filter, "columns": columns}).encode())
     return h.hexdigest()[:16]
-
-
-def _check_files(paths: list[str], filesystem: pafs.FileSystem) -> list[dict[str, Any]]:
-    """Open each file's footer and decode every page; report errors per file."""
-    out = []
-    for path in paths:
-        try:
-            with filesystem.open_input_file(path) as f:
-                # Page CRCs (written by Spark/parquet-mr and others) catch corrupt values that still decode.
-                pf = pq.ParquetFile(f, page_checksum_verification=True)
-                schema = pf.schema_arrow
-                for i in range(pf.num_row_groups):
-                    pf.read_row_group(i)  # decodes pages: catches corrupt data behind a good footer
-            out.append(
-                {
-                    "path": path,
-                    "schema": {n: str(schema.field(n).type) for n in schema.names},
-                }
-            )
-        except Exception as e:  # Arrow raises several types; all mean "unreadable"
-            out.append({"path": path, "error": f"{type(e).__name__}: {' '.join(str(e).split())}"})  # one line
-    return out
-
-
-def validate_files(source: Source, max_files_per_task: int = 16) -> None:
-    """Decode every file in Ray tasks; raise once, naming each bad file and column.
-
-    Raises:
-        DataError: a file is truncated or corrupt.
-        SchemaError: a file's column types disagree with the other files.
-    """
-    import ray
-
-    files = list(source.files)
-    n_tasks = max(1, min(len(files), int(ray.cluster_resources().get("CPU", 1) * 2)))
-    size = max(1, min(max_files_per_task, -(-len(files) // n_tasks)))
-    check = ray.remote(num_cpus=0.5, max_retries=0)(_check_files)
-    refs = [check.remote(files[i : i + size], source.filesystem) for i in range(0, len(files), size)]
-    results = [r for chunk in ray.get(refs) for r in chunk]
-
-    broken = [r for r in results if "error" in r]
-    if broken:
-        first = broken[0]
-        more = f" (and {len(broken) - 1} more files)" if len(broken) > 1 else ""
-        raise DataError(
-            f"corrupt Parquet file '{source.relpath(first['path'])}' ({first['error']}){more}; "
-            "re-export it or remove it from data.path",
-            files=[r["path"] for r in broken],
-        )
-    problems = _schema_disagreements(results)
-    if problems:
-        col, path, got, want = problems[0]
-        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        raise SchemaError(
-            f"file '{source.relpath(path)}' has column '{col}' as {got}, other files have {want}{more}; "
-            "rewrite the file with a consistent schema",
-            file=path,
-            column=col,
-        )
-
-
-def _schema_disagreements(
-    results: list[dict[str, Any]],
-) -> list[tuple[str, str, str, str]]:
-    types: dict[str, Counter[str]] = {}
-    for r in results:
-        for col, typ in r["schema"].items():
-            types.setdefault(col, Counter())[_type_family(typ)] += 1
-    problems = []
-    for r in results:
-        for col, typ in r["schema"].items():
-            majority = types[col].most_common(1)[0][0]
-            if _type_family(typ) != majority:
-                problems.append((col, r["path"], typ, majority))
-    return problems
-
-
-def _type_family(typ: str) -> str:
-    """Widths may differ between files (int32 vs int64); kinds may not."""
-    if typ.startswith(("int", "uint")):
-        return "integer"
-    if typ in ("float", "double", "halffloat") or typ.startswith(("float", "double", "decimal")):
-        return "floating"
-    if typ in ("string", "large_string", "utf8", "large_utf8") or typ.startswith("dictionary"):
-        return "string"
-    if typ.startswith("timestamp") or typ.startswith("date"):
-        return "timestamp"
-    return typ
 
 
 HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"

@@ -16,6 +16,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from raypipe.data.sketch import estimate, merge, sketch
+from raypipe.data.split import hash_column
+
 # Distinct values kept per column per batch; more means "high cardinality".
 _MAX_LEVELS_PER_BATCH = 5000
 # Numeric columns keep levels only when they have few (label inference).
@@ -34,6 +37,21 @@ class ColumnStats:
     levels_truncated: bool = False
     non_integer: bool = False
     """A numeric column holds values with a fractional part."""
+    sketch: list[int] = field(default_factory=list)
+    """KMV sketch of the values (:mod:`raypipe.data.sketch`), kept where ``levels`` cannot count them."""
+
+    @property
+    def distinct(self) -> float:
+        """Distinct non-null values: exact from ``levels`` when they are complete, else estimated."""
+        if not self.levels_truncated:
+            return float(len(self.levels))
+        return estimate(self.sketch) if self.sketch else float("nan")
+
+    @property
+    def distinct_ratio(self) -> float:
+        """Distinct values per non-null row: near 1 for a row identifier, small for a repeated key."""
+        valid = self.count - self.nulls
+        return self.distinct / valid if valid else 0.0
 
     @property
     def null_rate(self) -> float:
@@ -65,6 +83,8 @@ class ColumnStats:
         self.levels.update(other.get("levels", {}))
         self.levels_truncated |= other.get("levels_truncated", False)
         self.non_integer |= other.get("non_integer", False)
+        if other.get("sketch"):
+            self.sketch = merge([self.sketch, other["sketch"]])
 
 
 Profile = dict[str, dict[str, ColumnStats]]
@@ -103,6 +123,7 @@ def _column_summary(col: pa.ChunkedArray | pa.Array, want_levels: bool, force_le
         cap = _MAX_NUMERIC_LEVELS  # a numeric label may still be a class label (0/1, 1..5)
     else:
         out["levels_truncated"] = True
+        out["sketch"] = sketch(hash_column(valid))
         return out
     vc = pc.value_counts(valid)
     values, counts = vc.field("values").to_pylist(), vc.field("counts").to_pylist()
@@ -110,6 +131,7 @@ def _column_summary(col: pa.ChunkedArray | pa.Array, want_levels: bool, force_le
         order = np.argsort(counts)[::-1][:cap]
         values, counts = [values[i] for i in order], [counts[i] for i in order]
         out["levels_truncated"] = True
+        out["sketch"] = sketch(hash_column(valid))
     out["levels"] = {_fmt(v): int(c) for v, c in zip(values, counts)}
     return out
 
@@ -184,6 +206,7 @@ def combine(profile: Profile) -> dict[str, ColumnStats]:
                     "levels": s.levels,
                     "levels_truncated": s.levels_truncated,
                     "non_integer": s.non_integer,
+                    "sketch": s.sketch,
                 }
             )
     return total

@@ -34,6 +34,8 @@ class ColumnSpec:
     max: float | None = None
     categories: list[str] | None = None
     """Levels seen in the train split, most frequent first (categoricals only)."""
+    format: str | None = None
+    """A timestamp held as strings: the strptime format its values parse with (``ISO8601``: any ISO form)."""
 
 
 @dataclass
@@ -200,11 +202,29 @@ def infer_contract(
             continue
         t = schema.field(c).type
         kind = _kind(c, t, features)
-        if not features.include and c not in want and c not in features.categorical and _looks_like_id(c, kind, s):
-            notes.append(f"'{c}' looks like a row identifier and is not used as a feature (set features.include)")
+        chosen = features.include or c in want or c in features.categorical or c in features.numeric
+        if not chosen:
+            why = _row_identifier(c, kind, ts)
+            if why:
+                notes.append(
+                    f"'{c}' looks like a row identifier ({why}) and is not used as a feature "
+                    "(set features.include to keep it)"
+                )
+                log.info(notes[-1])
+                continue
+            if kind == "numeric" and id_named(c) and not s.non_integer:
+                # A repeated key (customer, store, item): its levels carry signal as categories.
+                kind = "categorical"
+                notes.append(
+                    f"'{c}' is named like an identifier but repeats ({_ratio(ts)}): kept, as a categorical key"
+                )
+                log.info(notes[-1])
+        date_format = _date_format(ts) if kind == "categorical" and _is_string(t) and c not in want else None
+        if date_format and c not in features.categorical:
+            kind = "timestamp"
+            notes.append(f"'{c}' holds dates as strings (format {date_format}): used as date parts, not as categories")
             log.info(notes[-1])
-            continue
-        spec = ColumnSpec(name=c, kind=kind, dtype=str(t), nullable=s.nulls > 0)
+        spec = ColumnSpec(name=c, kind=kind, dtype=str(t), nullable=s.nulls > 0, format=date_format)
         if kind == "numeric":
             spec.min, spec.max = s.min, s.max
         elif kind == "categorical":
@@ -238,14 +258,66 @@ def infer_contract(
     )
 
 
-def _looks_like_id(name: str, kind: str, s: ColumnStats) -> bool:
-    """Unique-per-row strings, or integer columns named like ids: noise or leakage as features."""
-    valid = s.count - s.nulls
-    if kind == "categorical":
-        return valid > 1000 and len(s.levels) > 0.5 * valid
+ID_RATIO = 0.9
+"""Distinct values per row above which an id-named integer column is a row identifier, not a key."""
+_STRING_ID_RATIO = 0.5
+"""Strings this unique per row cannot be learned as categories (each level seen about once)."""
+
+
+def id_named(name: str) -> bool:
     lowered = name.lower()
-    named = lowered == "id" or lowered.endswith(("_id", "uuid")) or lowered in ("index", "row", "rowid")
-    return kind == "numeric" and named and not s.non_integer
+    return lowered in ("id", "index", "row", "rowid") or lowered.endswith(("_id", "id_", "uuid", "_key"))
+
+
+def _ratio(s: ColumnStats) -> str:
+    valid = s.count - s.nulls
+    return f"{s.distinct_ratio:.2f} distinct values per row, about {s.distinct:,.0f} in {valid:,} train rows"
+
+
+def _row_identifier(name: str, kind: str, s: ColumnStats) -> str | None:
+    """Why a column is a row identifier (noise or leakage as a feature), decided from its values:
+    strings nearly unique per row, or integer columns named like ids whose values (nearly) never
+    repeat. An id-named column whose values repeat is a key, and stays."""
+    valid = s.count - s.nulls
+    if kind == "categorical" and valid > 1000 and s.distinct_ratio > _STRING_ID_RATIO:
+        return _ratio(s)
+    if kind == "numeric" and id_named(name) and not s.non_integer and valid and s.distinct_ratio >= ID_RATIO:
+        return _ratio(s)
+    return None
+
+
+_DATE_FORMATS = ("%Y-%m-%d", "%d-%b-%Y", "%d %b %Y", "%b %d %Y", "%b %d, %Y", "%d %B %Y", "%B %d, %Y",
+                 "%m/%d/%Y", "%d/%m/%Y", "%Y/%m/%d", "%d.%m.%Y", "%m/%d/%Y %H:%M", "%m/%d/%Y %H:%M:%S",
+                 "%Y-%m-%d %H:%M", "%d-%b-%Y %H:%M:%S")  # fmt: skip
+DATE_SHARE = 0.95
+"""A string column is a timestamp when at least this share of its (counted) values parse as one."""
+
+
+def _date_format(s: ColumnStats) -> str | None:
+    """The format at least ``DATE_SHARE`` of a string column's values parse with, or None.
+
+    Decided on the value counts of the profile (every distinct value, or the most frequent ones
+    per batch for very many), weighted by rows: ISO 8601 first, then common written forms.
+    """
+    import numpy as np
+    import pyarrow.compute as pc
+
+    from raypipe.features import ISO8601, parse_timestamps
+
+    if not s.levels:
+        return None
+    keys = pa.array(list(s.levels), pa.string())
+    weights = np.fromiter(s.levels.values(), dtype=np.float64, count=len(s.levels))
+    total = weights.sum()
+    digits = pc.match_substring_regex(keys, r"^[0-9]+$")
+    if pc.any(digits).as_py() and weights[np.asarray(digits)].sum() > (1 - DATE_SHARE) * total:
+        return None  # numbers in strings (zip codes, years): not dates
+    for fmt in (ISO8601, *_DATE_FORMATS):
+        parsed = parse_timestamps(keys, fmt)
+        ok = np.asarray(parsed.is_valid())
+        if weights[ok].sum() >= DATE_SHARE * total:
+            return fmt
+    return None
 
 
 def _kind(name: str, t: pa.DataType, features: FeaturesConfig) -> Kind:

@@ -44,7 +44,8 @@ def _hash_strings(col: pa.ChunkedArray | pa.Array) -> np.ndarray:
     return np.concatenate(parts)
 
 
-def _hash_column(col: pa.ChunkedArray) -> np.ndarray:
+def hash_column(col: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """A stable uint64 per value (nulls hash alike), the same in every process and batch."""
     value_type = col.type.value_type if pa.types.is_dictionary(col.type) else col.type
     if pa.types.is_string(value_type) or pa.types.is_large_string(value_type):
         return _hash_strings(col)
@@ -68,7 +69,7 @@ def row_hash(table: pa.Table, key: list[str], seed: int) -> np.ndarray:
     h = np.full(table.num_rows, np.uint64(seed) * _MIX + np.uint64(1), dtype=np.uint64)
     with np.errstate(over="ignore"):
         for name in key:
-            h = (h ^ _hash_column(table.column(name))) * _MIX
+            h = (h ^ hash_column(table.column(name))) * _MIX
             h ^= h >> np.uint64(31)
     return h
 

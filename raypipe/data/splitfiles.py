@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from raypipe.orphans import host_tag, owner_gone
+from raypipe.runtime.orphans import host_tag, owner_gone
 
 SUFFIX = ".arrow"
 INDEX = "files.json"
@@ -143,7 +143,8 @@ def _write_block(block: pa.Table, *, prep, split_column: str, names: tuple[str, 
         rows = block.filter(pc.equal(split, i))
         if not rows.num_rows:
             continue
-        file, n = write_file(Path(folder) / name, prep.transform_batch(rows))
+        # Train rows get out-of-fold target encodings; valid and test rows those of all train rows.
+        file, n = write_file(Path(folder) / name, prep.transform_batch(rows, out_of_fold=name == "train"))
         out["split"].append(name)
         out["file"].append(file)
         out["rows"].append(n)

@@ -12,6 +12,7 @@ import datetime as dt
 import json
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,7 +31,7 @@ LATENCY_EDGES_MS = np.logspace(-1, 5, 241)
 AUC_BINS = 1000
 _DATE_DIR = re.compile(r"(?:^|/)date=(\d{4}-\d{2}-\d{2})(?:/|$)")
 _HIVE_FOLDER = re.compile(r"^[^=]+=[^=]*$")
-_LOG_COLUMNS = ("request_id", "row", "ts", "latency_ms", "prediction", "score")
+_LOG_COLUMNS = ("request_id", "row", "ts", "latency_ms", "prediction", "score", "warnings")
 
 
 @dataclass
@@ -94,7 +95,9 @@ def list_files(root: str, window: Window) -> list[str]:
         DataError: the folder does not exist or holds no Parquet files in the window.
     """
     try:
-        fs, path = pafs.FileSystem.from_uri(root) if "://" in root else (pafs.LocalFileSystem(), root)
+        # Local paths made absolute: the Ray Data tasks reading them run in other folders.
+        local = (pafs.LocalFileSystem(), str(Path(root).expanduser().resolve()))
+        fs, path = pafs.FileSystem.from_uri(root) if "://" in root else local
         info = fs.get_file_info(path)
         if info.type == pafs.FileType.File:
             infos = [info]
@@ -121,6 +124,8 @@ def list_files(root: str, window: Window) -> list[str]:
 
 def make_plan(ref: ReferenceProfile, window: Window, labels_path: str | None) -> Plan:
     contract = ref.contract_obj
+    if labels_path and "://" not in labels_path:
+        labels_path = str(Path(labels_path).expanduser().resolve())  # read by tasks running elsewhere
     plan = Plan(task=contract.label.task, labels_path=labels_path)
     for name, r in ref.numeric.items():
         spec = contract.feature(name)
@@ -166,16 +171,19 @@ def summarize(batch: pa.Table, plan: Plan) -> dict[str, np.ndarray]:
         batch = hive_folder_values(batch, types)
     n = len(batch)
     out: dict[str, Any] = {"rows": n, "num": {}, "cat": {}, "missing": {}}
+    flagged = _flagged(batch.column("warnings")) if "warnings" in names else None
     for name, (edges, plot, lo, hi) in plan.numeric.items():
         if name not in names:
             out["missing"][name] = n
             continue
         v = to_float(batch.column(name))
         s = numeric_counts(v, np.asarray(edges), np.asarray(plot))
-        valid = v[~np.isnan(v)]
-        s["out_of_schema"] = int(
-            ((valid < lo).sum() if lo is not None else 0) + ((valid > hi).sum() if hi is not None else 0)
-        )
+        with np.errstate(invalid="ignore"):
+            bad = (v < lo if lo is not None else np.zeros(n, bool)) | (v > hi if hi is not None else False)
+        if flagged is not None:
+            # Rows the server flagged: a value the log's dtype cannot hold (1e308, 1.5) is null there.
+            bad |= flagged(name)
+        s["out_of_schema"] = int(bad.sum())
         out["num"][name] = s
     for name, levels in plan.categorical.items():
         if name not in names:
@@ -188,6 +196,20 @@ def summarize(batch: pa.Table, plan: Plan) -> dict[str, np.ndarray]:
     if plan.labels_path and {"request_id", "row", "prediction", "score"} <= names:
         out["perf"] = _performance(batch, plan)
     return {"summary": np.array([json.dumps(out)], dtype=object)}
+
+
+def _flagged(warnings: pa.ChunkedArray):
+    """``field -> row mask`` over the prediction log's ``warnings`` (list of flagged field names) column."""
+    lists = warnings.combine_chunks()
+    parents = pc.list_parent_indices(lists).to_numpy()
+    fields = pc.list_flatten(lists)
+
+    def mask(name: str) -> np.ndarray:
+        m = np.zeros(len(lists), bool)
+        m[parents[pc.equal(fields, name).to_numpy(zero_copy_only=False)]] = True
+        return m
+
+    return mask
 
 
 def _volume(batch: pa.Table, names: set[str], out: dict[str, Any]) -> None:

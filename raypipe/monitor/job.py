@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -69,21 +68,13 @@ def load_reference(model_uri: str, tracking_uri: str | None = None) -> Reference
     """
     if not model_uri.startswith("models:/"):
         return ReferenceProfile.load(model_uri)
-    from raypipe.bundle import sha256
-    from raypipe.errors import RegistryError
-    from raypipe.registry import _HASH_TAG, download
+    from raypipe.registry import load_file
+    from raypipe.runtime import resolve_paths
 
-    local, mv = download(model_uri, tracking_uri, tempfile.mkdtemp(prefix="raypipe-ref-"))
-    found = next(Path(local).rglob(REFERENCE_FILE), None)
+    found = load_file(model_uri, tracking_uri or resolve_paths(create=False).tracking_uri, REFERENCE_FILE)
     if found is None:
         raise DataError(
             f"model '{model_uri}' has no {REFERENCE_FILE}; retrain it with this raypipe or pass --reference"
-        )
-    want = mv.tags.get(_HASH_TAG + REFERENCE_FILE)
-    if want is not None and sha256(found) != want:
-        raise RegistryError(
-            f"'{model_uri}' {REFERENCE_FILE} has sha256 {sha256(found)[:12]}…, expected {want[:12]}…; "
-            "the artifact was modified, re-register the model"
         )
     return ReferenceProfile.load(found)
 
@@ -99,6 +90,7 @@ def run_monitor(
     labels: str | None = None,
     out_dir: str | Path | None = None,
     tracking_uri: str | None = None,
+    work_dir: str | Path | None = None,
     send_alerts: bool = True,
     address: str | None = None,
 ) -> MonitorResult:
@@ -116,6 +108,8 @@ def run_monitor(
         since, until: the window ``[since, until)`` on ``ts`` (and ``date=`` folders).
         labels: Parquet with ``request_id``, ``row``, ``label`` for live performance.
         out_dir: where ``monitor-<stamp>.json`` and ``.html`` go; default ``monitor.out_dir``.
+        tracking_uri, work_dir: where ``models:/`` URIs and the default log folder live (flag > config >
+            environment > default, as for every command).
         send_alerts: POST alerts to ``monitor.webhook_url`` (when set).
         address: Ray cluster to join when Ray is not connected yet.
 
@@ -128,17 +122,18 @@ def run_monitor(
     from raypipe import runtime
 
     mc = cfg.monitor
-    work = runtime.work_dir(cfg)
+    paths = runtime.resolve_paths(cfg, work_dir=work_dir, tracking_uri=tracking_uri)
+    work = paths.work_dir
     if isinstance(reference, ReferenceProfile):
         ref = reference
     elif reference is not None:
         ref = ReferenceProfile.load(reference)
     elif model_uri is not None:
-        ref = load_reference(model_uri, tracking_uri)
+        ref = load_reference(model_uri, paths.tracking_uri)
     else:
         raise DataError("monitor needs a reference: pass --reference reference.json or --model MODEL_URI")
     model = cfg.register.model_name or cfg.name
-    root = input_path or mc.log_dir or str(work / "predictions")
+    root = input_path or mc.log_dir or str(paths.predictions)
     if input_path is None and (Path(root) / f"model={model}").is_dir():
         root = str(Path(root) / f"model={model}")
     window = Window(since, until)

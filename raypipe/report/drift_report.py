@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 from raypipe.report import plots
 from raypipe.report.html import esc, fmt, img, page, table
 
-if TYPE_CHECKING:
-    from raypipe.monitor.job import MonitorResult
 
-
-def write_drift_report(result: MonitorResult, path: str | Path) -> Path:
-    """Write the self-contained HTML drift report for ``result`` (images embedded as base64)."""
+def write_drift_report(result: Any, path: str | Path) -> Path:
+    """Write the self-contained HTML drift report for ``result``, a ``raypipe.monitor.MonitorResult``
+    (images embedded as base64). Reports sit below the monitor: they read its result, never import it."""
     r = result
     sections = []
     status = (

@@ -1,0 +1,8 @@
+"""Serving: the champion behind Ray Serve on HTTP, and batch scoring on Ray Data.
+
+app.py      the Serve deployment: FastAPI routes, validation, batching, the prediction log
+deploy.py   deploy, pin the alias, zero-downtime reload, ``serve deploy`` config
+ingress.py  how HTTP reaches the replicas (HAProxy by default: loopback, retries a dead replica's requests)
+predlog.py  the prediction log: spooled before the answer (survives a SIGKILL), Parquet off the request path
+batch.py    ``raypipe predict``: Parquet in, scored Parquet out, on an actor pool
+"""

@@ -23,10 +23,11 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from ray import serve
 
+from raypipe.config import ServeConfig
+from raypipe.data.records import RequestError, RequestParser
+from raypipe.model import format_predictions
 from raypipe.registry import load_model
-from raypipe.serve.predict import format_predictions
 from raypipe.serve.predlog import PredictionLogger
-from raypipe.serve.schema import RequestError, RequestParser
 
 api = FastAPI(title="raypipe model server")
 
@@ -79,16 +80,8 @@ class ModelServer:
     """
 
     def __init__(self, model_uri: str, tracking_uri: str | None = None, settings: dict[str, Any] | None = None) -> None:
-        s = {
-            "max_body_bytes": 1_000_000,
-            "max_records": 10_000,
-            "unknown_fields": "reject",
-            "unseen_categories": "missing",
-            "max_batch_size": 32,
-            "batch_wait_timeout_s": 0.0,
-            "log_predictions": False,
-            "log_dir": None,
-        } | (settings or {})
+        # ServeConfig holds every default; a bare ``build_app`` with no log_dir logs nothing.
+        s = ServeConfig.model_validate(settings or {}).model_dump()
         self._model = load_model(model_uri, tracking_uri)
         contract = self._model.bundle.contract
         self._parser = RequestParser(
@@ -96,6 +89,7 @@ class ModelServer:
             max_records=s["max_records"],
             unknown_fields=s["unknown_fields"],
             unseen_categories=s["unseen_categories"],
+            out_of_range=s["out_of_range"],
         )
         self._max_body_bytes = s["max_body_bytes"]
         self._score.set_max_batch_size(s["max_batch_size"])
@@ -107,9 +101,9 @@ class ModelServer:
                 Path(s["log_dir"]),
                 self._model.name or Path(model_uri).name,
                 contract,
-                flush_rows=s.get("log_flush_rows", 1000),
-                flush_s=s.get("log_flush_s", 5.0),
-                max_queued_rows=s.get("log_queue_rows", 100_000),
+                flush_rows=s["log_flush_rows"],
+                flush_s=s["log_flush_s"],
+                max_queued_rows=s["log_queue_rows"],
             )
 
     def __del__(self) -> None:
@@ -143,15 +137,18 @@ class ModelServer:
         request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
         try:
             payload = self._parser.load_json(await self._body(request))
-            table = self._parser.parse_records(unwrap(payload))
+            table, warnings = self._parser.validate(unwrap(payload))
         except RequestError as e:
             return _json(e.body() | {"request_id": request_id}, e.status)
         scores = await self._score(table)
         out = format_predictions(self._model.bundle.preprocessor.label, scores)
         ms = (time.perf_counter() - t0) * 1000
         if self._log is not None:
-            self._log.log(request_id, arrival_ms, self._version, ms, table, scores)
-        return _json(shape(out, request_id, ms))
+            self._log.log(request_id, arrival_ms, self._version, ms, table, scores, warnings)
+        body = shape(out, request_id, ms)
+        if warnings:  # only when flagged: the common answer keeps its shape
+            body["warnings"] = warnings
+        return _json(body)
 
     def _full(self, out: dict[str, Any], request_id: str, ms: float) -> dict[str, Any]:
         return out | {
@@ -205,7 +202,10 @@ class ModelServer:
             "validation": {
                 "unknown_fields": self._parser.unknown_fields,
                 "unseen_categories": self._parser.unseen_categories,
+                "out_of_range": self._parser.out_of_range,
                 "nan_inf": "reject",
+                "wrong_kind": "reject",
+                "null_in_never_null": "reject",
             },
             "prediction_log": self._log_stats(),
         }

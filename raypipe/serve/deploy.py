@@ -19,20 +19,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from raypipe.config import ServeConfig
-from raypipe.errors import ServingError
-from raypipe.runtime import free_port
+from raypipe.errors import RaypipeError, ServingError
+from raypipe.runtime.net import free_port
 
 if TYPE_CHECKING:
     from raypipe.config import PipelineConfig
+    from raypipe.runtime import Paths
 
 log = logging.getLogger(__name__)
 
 
-def serve_settings(cfg: PipelineConfig) -> ServeConfig:
-    """``cfg.serve`` with ``log_dir`` resolved (default ``<runtime.work_dir>/predictions``, absolute)."""
-    from raypipe import runtime
-
-    log_dir = cfg.serve.log_dir or str(runtime.work_dir(cfg) / "predictions")
+def serve_settings(cfg: PipelineConfig, paths: Paths) -> ServeConfig:
+    """``cfg.serve`` with ``log_dir`` resolved (default ``<work_dir>/predictions``, absolute)."""
+    log_dir = cfg.serve.log_dir or str(paths.predictions)
     return cfg.serve.model_copy(update={"log_dir": str(Path(log_dir).expanduser().resolve())})
 
 
@@ -42,16 +41,14 @@ def pin_model_uri(model_uri: str, tracking_uri: str | None) -> str:
     Raises:
         ServingError: the alias does not exist in the registry.
     """
-    if not model_uri.startswith("models:/") or "@" not in model_uri:
-        return model_uri
-    from mlflow import MlflowClient
+    from raypipe.registry.store import ModelRef
 
-    name, alias = model_uri[len("models:/") :].split("@", 1)
+    if not ModelRef.is_registry_uri(model_uri) or "@" not in model_uri:
+        return model_uri
     try:
-        mv = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri).get_model_version_by_alias(name, alias)
-    except Exception as e:  # MLflow raises several types for a missing model or alias
-        raise ServingError(f"cannot resolve '{model_uri}' in {tracking_uri}: {e}".splitlines()[0]) from e
-    return f"models:/{name}/{mv.version}"
+        return str(ModelRef.parse(model_uri).pinned(tracking_uri))
+    except RaypipeError as e:
+        raise ServingError(str(e)) from None
 
 
 def _settings(cfg: ServeConfig) -> dict[str, Any]:

@@ -29,8 +29,8 @@ from pathlib import Path
 
 from raypipe.config import ServeConfig
 from raypipe.errors import ServingError
-from raypipe.orphans import pid_alive
 from raypipe.runtime import free_port
+from raypipe.runtime.orphans import pid_alive
 
 # Short, under /tmp: HAProxy caps socket paths at 97 bytes and Ray nests a 56-character folder in this one.
 _PRIVATE_PREFIX = "rp-hap-"
@@ -73,6 +73,23 @@ def ingress_env(cfg: ServeConfig) -> dict[str, str]:
             # default, sized for an external ALB; Serve's own HAProxy is told at once (and retries a
             # refused connection). It was 30 s of every reload, redeploy and delete here.
             "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "2",
+            # A replica that dies mid-request (SIGKILL, OOM) closes its connections with no answer:
+            # Serve retries only connection failures, so those requests failed (8 of 2,000 after a
+            # SIGKILL). Every endpoint is a prediction, safe to replay, so HAProxy also retries an
+            # empty or garbled answer and a 502/504, on another replica (Serve sets `option
+            # redispatch 1`; the wrapper below turns splicing off, with which HAProxy logged SH--
+            # and 0 retries). Never 503: that is deliberate backpressure. A body over
+            # HAProxy's 16 KB buffer cannot be replayed and fails as before. 500 too: 3 of 2,000
+            # requests got one within 2 ms of a replica SIGKILL in one fresh-clone run.
+            "RAY_SERVE_HAPROXY_RETRY_ON": "conn-failure empty-response junk-response 500 502 504",
+            # 6, not 3: with 3, 2 of 2,000 requests ran out of retries within 0.1 s of a replica
+            # SIGKILL (HAProxy's own 503, which Serve rewrites to 500); 0 of 2,000 in 3 runs with 6.
+            "RAY_SERVE_HAPROXY_RETRIES": "6",
+            # leastconn sends a retry straight back to the dead replica (it has the fewest
+            # connections) until it is marked down: mark it down on its first failed connection,
+            # so the retries go to a live one (logged before: 503 SC-- after 3 retries). A replica
+            # marked down by mistake is back after 2 health checks 250 ms apart.
+            "RAY_SERVE_HAPROXY_OBSERVE_ERROR_LIMIT": "1",
             # serve.request_timeout_s, which Serve's proxy enforces itself.
             "RAY_SERVE_HAPROXY_TIMEOUT_SERVER_S": str(max(1, math.ceil(cfg.request_timeout_s))),
         }
@@ -117,11 +134,17 @@ def haproxy_binary() -> str:
 # Ray 2.60's HAProxy config binds its stats page and Prometheus exporter with ``bind *:PORT`` and
 # ``bind :PORT`` (every interface). This wrapper, run by Serve in place of haproxy, rebinds those to
 # loopback in the config it is given, then runs haproxy with the same arguments (its command line,
-# which Serve checks, is unchanged). The HTTP frontend keeps serve.host.
+# which Serve checks, is unchanged). The HTTP frontend keeps serve.host. It also drops
+# ``option splice-request/response``: a spliced request is not kept in HAProxy's buffer, so the L7
+# retries above never happened (measured: a request cut by a replica SIGKILL was logged SH-- with
+# 0 retries; unspliced, +1 redispatch and a 200). Not ``http-buffer-request``: a request still
+# sending its body must reach a replica and count against its limits (backpressure stays honest).
 _WRAPPER = """#!/bin/sh
 cfg=""; prev=""
 for a in "$@"; do [ "$prev" = "-f" ] && cfg="$a"; prev="$a"; done
-[ -n "$cfg" ] && [ -f "$cfg" ] && sed -i -E 's/^([[:space:]]*bind[[:space:]]+)[*]?:([0-9]+)/\\1127.0.0.1:\\2/' "$cfg"
+[ -n "$cfg" ] && [ -f "$cfg" ] && sed -i -E -e 's/^([[:space:]]*bind[[:space:]]+)[*]?:([0-9]+)/\\1127.0.0.1:\\2/' \\
+  -e '/^[[:space:]]*option splice-(request|response)$/d' \\
+  -e 's/^([[:space:]]*)option redispatch 1$/&\\n\\1option http-buffer-request/' "$cfg"
 exec {haproxy} "$@"
 """
 

@@ -1,7 +1,7 @@
 """Training: XGBoost on Ray Train, scikit-learn in a Ray task, Ray Tune search.
 
 :func:`fit_model` is the one entry point the pipeline calls; it dispatches on
-``train.model`` and ``tune.enabled``. :func:`predict_matrix` scores any result.
+``train.model`` and ``tune.enabled``. :func:`raypipe.model.predict_matrix` scores any result.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from raypipe.train.common import FitResult, predict_matrix
+from raypipe.train.common import FitResult
 
-__all__ = ["FitResult", "fit_model", "predict_matrix", "preprocessing_for"]
+__all__ = ["FitResult", "fit_model", "preprocessing_for"]
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ def fit_model(
     if cfg.tune.enabled:
         result = _tune(parts, prep, contract, cfg, budget, storage_path, pos_weight)
         if tracking_uri and parent_run_id:
-            from raypipe.tracking import log_trials
+            from raypipe.registry.tracking import log_trials
 
             log_trials(result.tune, tracking_uri, parent_run_id)
         return result

@@ -1,5 +1,5 @@
-"""What every trainer returns, one prediction function for every model kind, and the
-in-memory (sampled) view of a split that scikit-learn models and Tune trials train on."""
+"""What every trainer returns, and the in-memory (sampled) view of a split that scikit-learn models
+and Tune trials train on. Scoring any model kind is :func:`raypipe.model.predict_matrix`."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from typing import Any
 
 import numpy as np
 
-log = logging.getLogger(__name__)
+from raypipe.model import SCORING_BATCH_ROWS
 
-XGBOOST = "xgboost"
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -19,7 +19,7 @@ class FitResult:
     """A trained model and how it was trained.
 
     ``model`` is an ``xgboost.Booster`` (``kind == "xgboost"``) or a fitted scikit-learn
-    estimator; :func:`predict_matrix` scores either.
+    estimator; :func:`raypipe.model.predict_matrix` scores either.
     """
 
     model: Any
@@ -37,37 +37,6 @@ class FitResult:
     """The search's summary (best config, trials) when the model came from Ray Tune."""
     metrics: dict[str, float] = field(default_factory=dict)
     """Extra training metrics to log (sampled rows, trial counts...)."""
-
-    @property
-    def booster(self) -> Any:
-        """The model (kept for callers written when only XGBoost existed)."""
-        return self.model
-
-
-def predict_matrix(model: Any, X: np.ndarray) -> np.ndarray:
-    """Raw scores for a float32 feature matrix, for any model kind.
-
-    Returns P(positive) for binary classifiers, (n, classes) probabilities for multiclass,
-    values for regression: the same layout for XGBoost and scikit-learn.
-    """
-    import xgboost
-
-    if isinstance(model, xgboost.Booster):
-        # inplace_predict skips DMatrix construction: the fast path for serving.
-        return np.asarray(model.inplace_predict(X, validate_features=False))
-    if hasattr(model, "predict_proba"):
-        proba = np.asarray(model.predict_proba(X))
-        classes = np.asarray(model.classes_).astype(int)
-        k = int(classes.max()) + 1 if len(classes) else 0
-        if k == 2 and proba.shape[1] == 2:
-            return proba[:, 1]
-        if len(classes) == k and np.array_equal(classes, np.arange(k)):
-            return proba
-        # A class absent from the (sampled) train split: its probability is 0.
-        full = np.zeros((len(X), max(k, 2)), dtype=proba.dtype)
-        full[:, classes] = proba
-        return full[:, 1] if full.shape[1] == 2 else full
-    return np.asarray(model.predict(X), dtype=np.float64)
 
 
 @dataclass
@@ -96,7 +65,7 @@ def collect(ds, max_rows: int | None = None, seed: int = 0, what: str = "train")
     frac = 1.0 if not max_rows or total <= max_rows else max_rows / total
     rng = np.random.default_rng(seed)
     xs, ys, ws = [], [], []
-    for b in ds.iter_batches(batch_size=65_536, batch_format="numpy"):
+    for b in ds.iter_batches(batch_size=SCORING_BATCH_ROWS, batch_format="numpy"):
         if not len(b["y"]):
             continue
         keep = slice(None) if frac >= 1.0 else rng.random(len(b["y"])) < frac

@@ -23,8 +23,9 @@ import numpy as np
 from raypipe.config import ParamSpec, TrainConfig, TuneConfig
 from raypipe.errors import TrainingError
 from raypipe.evaluate import HIGHER_IS_BETTER, PRIMARY, evaluate
+from raypipe.model import predict_matrix
 from raypipe.runtime import CpuBudget
-from raypipe.train.common import Arrays, FitResult, predict_matrix
+from raypipe.train.common import Arrays, FitResult
 
 log = logging.getLogger(__name__)
 
@@ -252,6 +253,14 @@ def search(
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     from raypipe.train._tune_state import PersistFinishedTrials
+
+    # Tune's newer console output ignores verbose=0 and prints a status table per trial; raypipe
+    # reports the search itself (its stage line and the MLflow trial runs).
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # Tune's own Ctrl-C handler ends the search early and returns the partial grid as if it had
+    # finished; without it Ctrl-C raises KeyboardInterrupt, the CLI's path (resume line, exit 130).
+    # The experiment state saved after every step (below) is what a rerun resumes from.
+    os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
 
     per, conc = plan_concurrency(tune_cfg, budget)
     if "://" not in storage_path:

@@ -3,7 +3,7 @@
 Run in its own process (``python _cluster_probe.py CMD DASHBOARD_URL SUBMISSION_ID [TIMEOUT_S]``)
 so that the test process never imports Ray or switches its auth mode. The
 token comes from the environment (RAY_AUTH_TOKEN / RAY_AUTH_TOKEN_PATH /
-~/.ray/auth_token); ``raypipe.submit.client`` turns on RAY_AUTH_MODE=token.
+~/.ray/auth_token); ``raypipe.runtime.submit.client`` turns on RAY_AUTH_MODE=token.
 
 Commands:
   job        the job's info (status, Ray job id, driver exit code)
@@ -31,7 +31,7 @@ def _info(c, sid: str) -> dict:
 
 def main() -> None:
     cmd, address, sid = sys.argv[1:4]
-    from raypipe.submit import client
+    from raypipe.runtime.submit import client
 
     c = client(address)
     out: dict = {}

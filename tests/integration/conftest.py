@@ -13,7 +13,7 @@ from raypipe.config import PipelineConfig, load_config
 @pytest.fixture(scope="session")
 def flights_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """nycflights13 as month-partitioned Parquet (built once per session)."""
-    from raypipe.data.flights import build_flights
+    from raypipe.data.datasets.flights import build_flights
 
     return build_flights(tmp_path_factory.mktemp("flights") / "flights")
 
@@ -60,53 +60,27 @@ def registered_models() -> Callable[[str], list[str]]:
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
     """A real ``mlflow server`` on 127.0.0.1 (SQLite backend, local artifact root); yields its URI."""
-    import subprocess
-    import sys
-    import time
-    import urllib.request
+    import _mlflow_server
 
     from raypipe.runtime import free_port
 
-    root = tmp_path_factory.mktemp("mlflow-server")
     port = free_port()
-    log = open(root / "server.log", "w")  # noqa: SIM115 - closed at teardown
-    proc = subprocess.Popen(
-        [
-            str(Path(sys.executable).with_name("mlflow")),
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-            "--backend-store-uri",
-            f"sqlite:///{root / 'mlflow.db'}",
-            "--artifacts-destination",
-            str(root / "artifacts"),
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    uri = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            with urllib.request.urlopen(uri + "/health", timeout=2) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError(f"mlflow server did not start: {(root / 'server.log').read_text()[-2000:]}")
-        time.sleep(0.5)
+    proc = _mlflow_server.start(tmp_path_factory.mktemp("mlflow-server"), port)
     try:
-        yield uri
+        yield f"http://127.0.0.1:{port}"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+        _mlflow_server.stop(proc)
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A throwaway PostgreSQL server for the session (tests/_postgres.py), removed at its end."""
+    from _postgres import PostgresServer, bin_dir
+
+    if bin_dir() is None:
+        pytest.skip("PostgreSQL server binaries not installed (apt-get install postgresql; .ci/run does)")
+    server = PostgresServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from raypipe.errors import DataError, RaypipeError, SchemaError
-from raypipe.pipeline import run_pipeline
+from raypipe.pipeline.run import run_pipeline
 
 pytestmark = pytest.mark.integration
 
@@ -182,3 +182,50 @@ def test_missing_data_path(make_config, tmp_path: Path, tracking_uri: str) -> No
     missing = tmp_path / "nowhere"
     err = _fail(make_config, tmp_path, tracking_uri, {"path": str(missing), "label": "y"}, DataError)
     assert f"'{missing}' does not exist" in str(err)
+
+
+def _run_unregistered(make_config, tmp_path: Path, uri: str, data: dict):
+    cfg = make_config(
+        tmp_path / "work",
+        data,
+        train={"num_boost_round": 5},
+        serve={"enabled": False},
+        register={"enabled": False},
+        report={"enabled": False},
+    )
+    return run_pipeline(cfg, tracking_uri=uri)
+
+
+def test_a_column_only_some_files_have_is_named(make_config, tmp_path: Path, tracking_uri: str) -> None:
+    paths = _write_files(tmp_path / "data")
+    pq.write_table(_table(2000, seed=1).append_column("extra", pa.array(np.arange(2000))), paths[1])
+    data = {"path": str(tmp_path / "data"), "label": "y"}
+    result = _run_unregistered(make_config, tmp_path, tracking_uri, data)
+    drift = [n for n in result.notes if "'extra'" in n]
+    assert drift == ["column 'extra' is only in b.parquet, not in a.parquet, c.parquet: read as null where missing"]
+
+    err = _fail(make_config, tmp_path, tracking_uri, {**data, "quality": {"schema_drift": "fail"}}, SchemaError)
+    assert "'extra'" in str(err) and "b.parquet" in str(err) and err.context["column"] == "extra"
+
+
+def test_non_parquet_files_are_listed(make_config, tmp_path: Path, tracking_uri: str) -> None:
+    _write_files(tmp_path / "data")
+    (tmp_path / "data" / "part-1.csv").write_text("x,z,c,y\n1,2,a,true\n")
+    result = _run_unregistered(make_config, tmp_path, tracking_uri, {"path": str(tmp_path / "data"), "label": "y"})
+    assert "1 non-Parquet file(s) under data.path left out: part-1.csv" in result.notes
+
+    only_csv = tmp_path / "csv"
+    only_csv.mkdir()
+    (only_csv / "part-1.csv").write_text("x,y\n1,true\n")
+    err = _fail(make_config, tmp_path, tracking_uri, {"path": str(only_csv), "label": "y"}, DataError)
+    assert "it holds only other files (part-1.csv)" in str(err)
+
+
+def test_rows_with_a_null_label_are_left_out_of_the_counts(make_config, tmp_path: Path, tracking_uri: str) -> None:
+    paths = _write_files(tmp_path / "data")
+    t = _table(2000, seed=2)
+    pq.write_table(t.set_column(t.schema.get_field_index("y"), "y", pa.nulls(2000, pa.bool_())), paths[2])
+    result = _run_unregistered(make_config, tmp_path, tracking_uri, {"path": str(tmp_path / "data"), "label": "y"})
+    assert sum(result.rows.values()) == 4000, result.rows
+    [note] = [n for n in result.notes if "null label" in n]
+    assert note.startswith("2,000 rows with a null label left out (train ")

@@ -11,9 +11,9 @@ from pathlib import Path
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
-from raypipe.data.synth import write_synth
-from raypipe.monitor.loop import monitor_and_retrain
-from raypipe.pipeline import run_pipeline
+from raypipe.data.datasets.synth import write_synth
+from raypipe.pipeline.retrain import monitor_and_retrain
+from raypipe.pipeline.run import run_pipeline
 
 
 def _post(url: str, body) -> int:

@@ -55,9 +55,9 @@ def monitored(ray_session, tmp_path_factory):
     """Train/test/current synthetic data, the contract, the reference, and two logged windows."""
     import ray
 
-    from raypipe.data.synth import write_synth
+    from raypipe.data.datasets.synth import write_synth
+    from raypipe.data.datasets.synth_logs import synth_score, write_prediction_logs
     from raypipe.monitor import build_reference
-    from raypipe.monitor.synth_logs import synth_score, write_prediction_logs
 
     base = tmp_path_factory.mktemp("monitor")
     sizes = {"n_numeric": 8, "n_categorical": 3, "rows_per_file": 10_000}
@@ -262,7 +262,7 @@ def test_cli_usage_errors_fail_before_ray(tmp_path):
     cfg.write_text(yaml.safe_dump({"data": {"path": "unused", "label": "label"}}))
     repo = Path(__file__).resolve().parents[2]
     proc = _cli("monitor", str(cfg), "--input", str(tmp_path), cwd=repo)
-    assert proc.returncode == 1 and "exactly one of --model" in proc.stderr
+    assert proc.returncode == 2 and "exactly one of --model" in proc.stderr  # a usage (config) error
     (tmp_path / "reference.json").write_text("{}")
     proc = _cli("monitor", str(cfg), "--reference", str(tmp_path / "reference.json"), "--input", str(tmp_path),
                 cwd=repo)  # fmt: skip

@@ -153,6 +153,13 @@ def _node_pids(c: dict) -> dict[str, int]:
 # --------------------------------------------------------------------------- 1. the job
 
 
+def _in_range(feature: dict):
+    """A value the contract accepts for ``feature`` (its minimum, or its first category)."""
+    if feature["kind"] == "categorical":
+        return (feature["categories"] or ["unseen"])[0]
+    return int(feature["min"]) if feature["dtype"].startswith(("int", "uint")) else feature["min"]
+
+
 def test_flights_job_runs_on_both_nodes_registers_and_stays_served(cluster: dict) -> None:
     sid = f"raypipe-mn-{uuid.uuid4().hex[:8]}"
     port = cluster["serve_port"]
@@ -199,7 +206,8 @@ def test_flights_job_runs_on_both_nodes_registers_and_stays_served(cluster: dict
     assert status == 200, body
     meta = json.loads(body)
     assert meta["model_name"] == "flights" and meta["model_version"] == str(versions[0].version)
-    row = {f["name"]: None for f in meta["schema"]["features"]}  # every feature may be missing
+    # Every nullable feature may be missing; the others (null is a 422 there) get an in-range value.
+    row = {f["name"]: None if f["nullable"] else _in_range(f) for f in meta["schema"]["features"]}
     sample = {"month": 1, "day": 15, "hour": 8, "origin": "JFK", "carrier": "B6", "distance": 1000}
     row.update({k: v for k, v in sample.items() if k in row})
     status, body = _http(f"http://127.0.0.1:{port}/predict", row)

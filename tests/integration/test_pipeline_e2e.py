@@ -16,7 +16,8 @@ import pyarrow.dataset as pads
 import pytest
 from mlflow import MlflowClient
 
-from raypipe.pipeline import RunSummary, run_pipeline
+from raypipe.pipeline.run import run_pipeline
+from raypipe.pipeline.summary import RunResult
 
 pytestmark = pytest.mark.integration
 
@@ -76,7 +77,7 @@ def flights_run(ray_session, flights_dir: Path, make_config, tmp_path_factory: p
 
 
 @pytest.fixture(scope="module")
-def summary(flights_run) -> RunSummary:
+def summary(flights_run) -> RunResult:
     return flights_run[1]
 
 
@@ -128,7 +129,7 @@ def test_mlflow_run_has_params_metrics_and_tags(flights_run, ray_session) -> Non
     assert run.data.tags["raypipe.config_hash"] == summary.config_hash
 
 
-def test_model_registered_with_champion_alias(summary: RunSummary, uri: str) -> None:
+def test_model_registered_with_champion_alias(summary: RunResult, uri: str) -> None:
     client = _client(uri)
     assert summary.model_name == "flights" and summary.champion is True
     champion = client.get_model_version_by_alias("flights", "champion")
@@ -140,7 +141,7 @@ def test_model_registered_with_champion_alias(summary: RunSummary, uri: str) -> 
     assert all(len(tags[k]) == 64 for k in tags if k.startswith("raypipe.sha256."))
 
 
-def test_smoke_prediction_came_back_over_http(summary: RunSummary) -> None:
+def test_smoke_prediction_came_back_over_http(summary: RunResult) -> None:
     pred = summary.prediction
     assert pred is not None and pred["model_version"] == summary.model_version
     assert len(pred["prediction"]) == 1 and isinstance(pred["prediction"][0], bool)
@@ -149,7 +150,7 @@ def test_smoke_prediction_came_back_over_http(summary: RunSummary) -> None:
     assert pred["prediction"][0] == (probs["True"] > probs["False"])
 
 
-def test_own_http_predictions_match_the_registered_model(summary: RunSummary, uri: str, flights_dir: Path) -> None:
+def test_own_http_predictions_match_the_registered_model(summary: RunResult, uri: str, flights_dir: Path) -> None:
     from raypipe.registry import load_model
 
     url = summary.endpoint + "/predict"
@@ -173,7 +174,7 @@ def test_own_http_predictions_match_the_registered_model(summary: RunSummary, ur
     np.testing.assert_allclose([p["True"] for p in two["probabilities"]], local, atol=2e-6)
 
 
-def test_kserve_and_mlflow_protocols_agree_with_predict(summary: RunSummary) -> None:
+def test_kserve_and_mlflow_protocols_agree_with_predict(summary: RunResult) -> None:
     record = summary.example
     status, plain = _http("POST", summary.endpoint + "/predict", [record, record])
     assert status == 200, plain
@@ -190,7 +191,7 @@ def test_kserve_and_mlflow_protocols_agree_with_predict(summary: RunSummary) -> 
     assert status == 422 and "'hour'" in bad["error"]
 
 
-def test_healthz_and_metadata(summary: RunSummary, uri: str, tmp_path: Path) -> None:
+def test_healthz_and_metadata(summary: RunResult, uri: str, tmp_path: Path) -> None:
     status, health = _http("GET", summary.endpoint + "/healthz")
     assert status == 200 and health["status"] == "ok" and health["model_version"] == summary.model_version
     status, meta = _http("GET", summary.endpoint + "/metadata")
@@ -210,7 +211,7 @@ def test_healthz_and_metadata(summary: RunSummary, uri: str, tmp_path: Path) -> 
     assert set(names) == set(summary.example)
 
 
-def test_bad_requests_are_4xx_naming_the_field_and_the_server_keeps_answering(summary: RunSummary) -> None:
+def test_bad_requests_are_4xx_naming_the_field_and_the_server_keeps_answering(summary: RunResult) -> None:
     url = summary.endpoint + "/predict"
     status, body = _http("POST", url, {**summary.example, "distance": "far"})
     assert status == 422
@@ -281,7 +282,7 @@ def test_multiclass_string_label_registers_a_usable_model(
     import mlflow
     import pandas as pd
 
-    from raypipe.data.synth import write_synth
+    from raypipe.data.datasets.synth import write_synth
 
     data = write_synth(tmp_path / "data", 20_000, seed=3, task="multiclass")
     cfg = make_config(
@@ -310,7 +311,7 @@ def test_multiclass_string_label_registers_a_usable_model(
 def test_regression_without_registering_or_serving(
     ray_session, make_config, tmp_path: Path, tracking_uri: str, registered_models
 ) -> None:
-    from raypipe.data.synth import write_synth
+    from raypipe.data.datasets.synth import write_synth
 
     data = write_synth(tmp_path / "data", 20_000, seed=4, task="regression")
     cfg = make_config(

@@ -6,7 +6,8 @@ import pytest
 
 from raypipe.data.schema import Contract
 from raypipe.errors import DataError
-from raypipe.pipeline import infer_schema, run_pipeline
+from raypipe.pipeline.run import run_pipeline
+from raypipe.pipeline.stages.profile import infer_schema
 
 pytestmark = pytest.mark.integration
 

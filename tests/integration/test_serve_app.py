@@ -61,7 +61,39 @@ def test_predict_answers_with_version_and_request_id(served) -> None:
     status, meta = request(url + "/metadata", None, "GET")
     assert status == 200
     assert meta["model_uri"] == f"models:/{MODEL_NAME}/1"  # the alias was pinned at deploy time
-    assert meta["validation"] == {"unknown_fields": "ignore", "unseen_categories": "reject", "nan_inf": "reject"}
+    assert meta["validation"] == {
+        "unknown_fields": "ignore",
+        "unseen_categories": "reject",
+        "out_of_range": "flag",
+        "nan_inf": "reject",
+        "wrong_kind": "reject",
+        "null_in_never_null": "reject",
+    }
+
+
+def test_python_model_predict_matches_http_for_tables_frames_and_records(served, store) -> None:
+    """``raypipe.load_model(...).predict`` validates and answers as ``POST /predict`` does."""
+    import pandas as pd
+    import pyarrow as pa
+
+    import raypipe
+
+    url, _ = served
+    records = [RECORD, {**RECORD, "carrier": "EV", "distance": 200.0}, {**RECORD, "weekend": None}]
+    status, body = _post(url + "/predict", records)
+    assert status == 200
+    model = raypipe.load_model(f"models:/{MODEL_NAME}@champion", store[0])
+    assert (model.name, model.version) == (MODEL_NAME, "1") and model.contract.feature_names == CONTRACT.feature_names
+    want = {k: body[k] for k in ("prediction", "probabilities")}
+    assert model.predict(records) == want
+    assert model.predict(pd.DataFrame(records)) == want
+    assert model.predict(pa.Table.from_pylist(records)) == want
+    assert model.predict(RECORD)["prediction"] == want["prediction"][:1]
+    with pytest.raises(raypipe.SchemaError, match="record 1 field 'distance'") as err:
+        model.predict([RECORD, {**RECORD, "distance": "far"}])
+    assert err.value.context["errors"][0]["field"] == "distance"
+    status, bad = _post(url + "/predict", [RECORD, {**RECORD, "distance": "far"}])
+    assert status == 422 and bad["detail"][0]["field"] == "distance"  # the same field, over HTTP
 
 
 def test_validation_policies_from_config_over_http(served) -> None:

@@ -37,7 +37,8 @@ def test_scores_partitioned_parquet_like_the_in_process_path(ray_session, scored
     months = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert months == ["month=1", "month=2"]  # partitioned like the input
     got = pads.dataset(tmp_path / "out", format="parquet", partitioning="hive").to_table()
-    assert {"distance", "carrier", "weekend", "prediction", "score"} <= set(got.column_names)
+    assert {"distance", "carrier", "weekend", "prediction", "score", "warnings"} <= set(got.column_names)
+    assert set(map(tuple, got.column("warnings").to_pylist())) == {()}  # the input is inside the contract
     # Same preprocessor, same model: identical scores to scoring the file in this process.
     bundle = load_model(result.model_uri, uri).bundle
     for month in (1, 2):
@@ -56,3 +57,20 @@ def test_missing_feature_columns_are_named(ray_session, scored_input, tmp_path: 
     pq.write_table(pa.table({"distance": [1, 2]}), bad)
     with pytest.raises(DataError, match=r"lacks the model's feature column\(s\) \['carrier', 'weekend'\]"):
         score_parquet(f"models:/{MODEL_NAME}@champion", uri, str(bad), str(tmp_path / "out"))
+
+
+def test_out_of_contract_rows_are_named_in_warnings_and_rejected_by_policy(
+    ray_session, scored_input, tmp_path: Path
+) -> None:
+    uri, _ = scored_input
+    data = tmp_path / "odd.parquet"
+    distance = pa.array([1400, 9000, 14, 3], pa.int16())  # inside, above the max, inside, below the min
+    pq.write_table(pa.table({"distance": distance, "carrier": ["UA"] * 4, "weekend": [False] * 4}), data)
+    for policy in ("flag", "reject"):
+        out = tmp_path / policy
+        score_parquet(f"models:/{MODEL_NAME}@champion", uri, str(data), str(out), actors=1, out_of_range=policy)
+        got = pq.read_table(out).sort_by([("distance", "ascending")])
+        assert got.column("distance").to_pylist() == [3, 14, 1400, 9000]
+        assert got.column("warnings").to_pylist() == [["distance"], [], [], ["distance"]]
+        nulls = [s is None for s in got.column("score").to_pylist()]
+        assert nulls == ([True, False, False, True] if policy == "reject" else [False] * 4), policy

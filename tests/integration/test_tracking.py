@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from raypipe import audit
-from raypipe.data.synth import write_synth
-from raypipe.pipeline import run_pipeline
-from raypipe.publish import promote, rollback
-from raypipe.registry import default_tracking_uri
+from raypipe.data.datasets.synth import write_synth
+from raypipe.pipeline.run import run_pipeline
+from raypipe.registry import audit
+from raypipe.registry.publish import promote, rollback
+from raypipe.runtime import default_tracking_uri
 
 ALL_CACHED = ["ingest", "profile", "quality", "preprocess", "train", "evaluate", "register", "report"]
 
@@ -57,7 +57,7 @@ def test_rerun_reuses_stages_and_changes_invalidate_downstream(
     assert again.stage_keys == first.stage_keys
 
     # `raypipe reproduce`: the manifest's config, re-executed with the cache off, gives the same metrics.
-    from raypipe.reproduce import reproduce
+    from raypipe.pipeline.reproduce import reproduce
 
     res = reproduce(first.run_id, tracking_uri=tracking_uri)
     assert res.changes == [] and res.deltas.keys() == first.metrics.keys()
@@ -120,9 +120,9 @@ def test_worse_model_keeps_champion_audit_says_why_and_rollback(
     assert gates[-1]["reason"] == worse.gate_reason and "this test split" in gates[-1]["reason"]
 
     client = MlflowClient(tracking_uri)
-    promote(work, "small", worse.model_version)  # a person overrides the gate...
+    promote(tracking_uri, work, "small", worse.model_version)  # a person overrides the gate...
     assert str(client.get_model_version_by_alias("small", "champion").version) == worse.model_version
-    old, new = rollback(work, "small")  # ...and undoes it
+    old, new = rollback(tracking_uri, work, "small")  # ...and undoes it
     assert (old, new) == (worse.model_version, good.model_version)
     assert str(client.get_model_version_by_alias("small", "champion").version) == good.model_version
     moves = [(e.get("previous"), e["version"], e["reason"]) for e in audit.read(work) if e["event"] == "alias_move"]

@@ -10,8 +10,8 @@ import pyarrow.dataset as pads
 import pytest
 from mlflow import MlflowClient
 
-from raypipe.data.synth import write_synth
-from raypipe.pipeline import run_pipeline
+from raypipe.data.datasets.synth import write_synth
+from raypipe.pipeline.run import run_pipeline
 from raypipe.registry import load_model
 
 pytestmark = pytest.mark.integration
@@ -59,6 +59,23 @@ def test_linear_model_is_sampled_registered_and_served_from_a_skops_bundle(
     table = pads.dataset(synth["binary"], partitioning="hive").to_table().slice(0, 50)
     scores = model.bundle.predict_table(table.select(model.bundle.contract.feature_names))
     assert scores.shape == (50,) and ((scores > 0) & (scores < 1)).all()
+
+    # Served from that skops bundle over real HTTP: the same probabilities as in-process.
+    from ray import serve
+
+    from raypipe.config import ServeConfig
+    from raypipe.serve.deploy import deploy, post_json
+
+    records = table.select(model.contract.feature_names).slice(0, 5).to_pylist()
+    records = [{k: (None if isinstance(v, float) and v != v else v) for k, v in r.items()} for r in records]
+    cfg = ServeConfig(port=0, app_name="linear", log_predictions=False)
+    url = deploy("models:/linear@champion", tracking_uri, cfg)
+    try:
+        status, body = post_json(url + "/predict", records)
+    finally:
+        serve.delete(cfg.app_name)
+    assert status == 200 and body["model_version"] == summary.model_version
+    assert body["probabilities"] == model.predict(records)["probabilities"]
 
 
 @pytest.mark.parametrize(
@@ -169,17 +186,17 @@ def test_tune_command_rejects_a_bad_search_before_ray_starts(tmp_path: Path, tun
 def test_model_input_splits_hold_each_row_once_without_the_split_column(
     ray_session, synth, make_config, tmp_path, kind
 ):
-    """``splitfiles.write_splits`` (one machine) and ``steps.materialize_splits`` (a cluster without a
+    """``splitfiles.write_splits`` (one machine) and ``preprocess.materialize_splits`` (a cluster without a
     shared disk): per split, the same rows (and values) as transforming the raw rows of that split,
     and no split column left. Files are named by content, so their order does not depend on which
     task wrote them first."""
     import pyarrow as pa
 
-    from raypipe import steps
     from raypipe.data import ingest, splitfiles
     from raypipe.data.profile import SPLIT_NAMES, combine, compute_profile
     from raypipe.data.schema import infer_contract
     from raypipe.data.split import SPLIT_COLUMN, add_split_column, assign
+    from raypipe.pipeline.stages.preprocess import fit_preprocessor, materialize_splits
 
     cfg = make_config(tmp_path / "work", _data(synth["binary"]), serve={"enabled": False})
     source = ingest.discover(str(synth["binary"]), None)
@@ -189,7 +206,7 @@ def test_model_input_splits_hold_each_row_once_without_the_split_column(
     profile = compute_profile(split_ds, SPLIT_COLUMN, [])
     schema = pa.schema(list(source.schema))
     contract = infer_contract(schema, combine(profile), profile["train"], cfg.data, cfg.features)
-    prep = steps.fit_preprocessor(cfg, contract, profile["train"])
+    prep = fit_preprocessor(cfg, contract, profile["train"])
 
     if kind == "files":
         parts = splitfiles.write_splits(split_ds, prep, SPLIT_COLUMN, SPLIT_NAMES, tmp_path / "splits")
@@ -198,7 +215,7 @@ def test_model_input_splits_hold_each_row_once_without_the_split_column(
             [n.split("-")[0] for n, _ in parts[s].files] for s in SPLIT_NAMES
         ]
     else:
-        parts = steps.materialize_splits(split_ds, prep)
+        parts = materialize_splits(split_ds, prep)
     assert set(parts) == set(SPLIT_NAMES)
     raw = pads.dataset(synth["binary"], partitioning="hive").to_table()
     codes = assign(raw, ["id"], cfg.data.split)

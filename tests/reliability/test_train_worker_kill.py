@@ -19,8 +19,8 @@ from _train_data import arrays, dataset, split_files
 from sklearn.metrics import roc_auc_score
 
 from raypipe.config import TrainConfig
+from raypipe.model import predict_matrix
 from raypipe.runtime import CpuBudget
-from raypipe.train import predict_matrix
 from raypipe.train import xgboost as xgb_train
 
 pytestmark = pytest.mark.reliability

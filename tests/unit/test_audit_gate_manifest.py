@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from raypipe import audit, manifest
 from raypipe.errors import ConfigError
-from raypipe.gate import decide
+from raypipe.pipeline import manifest
+from raypipe.registry import audit
+from raypipe.registry.gate import decide
 
 
 def test_audit_appends_and_filters(tmp_path: Path) -> None:

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from raypipe.cache import CACHED, StageCache, code_version, stage_key
 from raypipe.errors import ConfigError
+from raypipe.pipeline.cache import CACHED, StageCache, key_parts, stage_key
+from raypipe.pipeline.codeversion import closure, code_hashes
 
 ORDER = ("ingest", "profile", "train")
 
@@ -27,18 +28,29 @@ class _Out:
         return cls((d / "out.txt").read_text())
 
 
+def _key(stage="train", code=None, config=None, inputs=None) -> str:
+    code = {"raypipe.pipeline.cache": "a1"} if code is None else code
+    return stage_key(key_parts(stage, code=code, config=config or {"eta": 0.1}, inputs=inputs or {"x": "abc"}))
+
+
 def test_key_changes_with_config_inputs_and_stage() -> None:
-    base = stage_key("train", code=["cache.py"], config={"eta": 0.1}, inputs=["abc"])
-    assert base == stage_key("train", code=["cache.py"], config={"eta": 0.1}, inputs=["abc"])
-    assert base != stage_key("train", code=["cache.py"], config={"eta": 0.2}, inputs=["abc"])
-    assert base != stage_key("train", code=["cache.py"], config={"eta": 0.1}, inputs=["abd"])
-    assert base != stage_key("evaluate", code=["cache.py"], config={"eta": 0.1}, inputs=["abc"])
-    assert base != stage_key("train", code=["audit.py"], config={"eta": 0.1}, inputs=["abc"])
+    base = _key()
+    assert base == _key()
+    assert base != _key(config={"eta": 0.2})
+    assert base != _key(inputs={"x": "abd"})
+    assert base != _key(stage="evaluate")
+    assert base != _key(code={"raypipe.pipeline.cache": "a2"})
 
 
-def test_code_version_covers_folders() -> None:
-    assert code_version(["data"]) != code_version(["data/ingest.py"])
-    assert len(code_version(["train"])) == 16
+def test_stage_code_is_the_import_closure_of_its_module() -> None:
+    train = closure("raypipe.pipeline.stages.train")
+    # What the stage runs, found through its imports (module level and inside functions)...
+    assert {"raypipe.train", "raypipe.train.xgboost", "raypipe.train.tune", "raypipe.model"} <= set(train)
+    # ...but not what only annotates (TYPE_CHECKING) or what it never reaches.
+    assert "raypipe.pipeline.context" not in train and "raypipe.serve.app" not in train
+    assert "raypipe.cli" not in train
+    hashes = code_hashes("raypipe.pipeline.stages.ingest")
+    assert "raypipe.data.ingest" in hashes and all(len(h) == 12 for h in hashes.values())
 
 
 def test_reuse_then_miss_when_the_file_is_gone(tmp_path: Path) -> None:
@@ -101,7 +113,7 @@ def test_a_killed_writers_temp_folder_is_removed_by_the_next_write(tmp_path: Pat
     import subprocess
     import sys
 
-    from raypipe.orphans import host_tag
+    from raypipe.runtime.orphans import host_tag
 
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()

@@ -11,13 +11,13 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pytest
 
-from raypipe.data.flights import (
+from raypipe.data.datasets.flights import (
     FLIGHTS_LABEL,
     FLIGHTS_VERSION,
     WEATHER_COLUMNS,
     build_flights,
 )
-from raypipe.data.synth import SYNTH_LABEL, write_synth
+from raypipe.data.datasets.synth import SYNTH_LABEL, write_synth
 
 # 336,776 flights minus 9,430 without arr_delay (cancelled or diverted).
 FLIGHTS_ROWS = 327_346

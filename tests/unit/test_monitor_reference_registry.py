@@ -26,8 +26,8 @@ def registry(tmp_path):
     import mlflow
     from mlflow import MlflowClient
 
-    from raypipe.bundle import sha256
-    from raypipe.registry import _HASH_TAG
+    from raypipe.model import sha256
+    from raypipe.registry import HASH_TAG as _HASH_TAG
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
@@ -47,7 +47,7 @@ def registry(tmp_path):
 
 def test_reference_loads_from_registry_alias_and_is_verified(registry):
     from raypipe.monitor import load_reference
-    from raypipe.registry import _HASH_TAG
+    from raypipe.registry import HASH_TAG as _HASH_TAG
 
     uri, client, version = registry
     ref = load_reference("models:/m@champion", uri)

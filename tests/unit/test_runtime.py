@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 
 from raypipe.config import TrainConfig, load_config
 from raypipe.errors import ConfigError
-from raypipe.raytoken import secure_token_file
-from raypipe.runtime import CpuBudget, RaySession, free_port, work_dir
+from raypipe.runtime import CpuBudget, RaySession, free_port, resolve_paths
+from raypipe.runtime.token import secure_token_file
 
 EPS = 1e-9
 
@@ -168,11 +168,22 @@ def test_free_port_is_bindable() -> None:
         s.bind(("127.0.0.1", port))
 
 
-def test_work_dir_is_created_and_raypipe_home_wins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    cfg = load_config(raw={"data": {"path": "x", "label": "y"}, "runtime": {"work_dir": str(tmp_path / "w")}})
-    assert work_dir(cfg) == (tmp_path / "w").resolve() and (tmp_path / "w").is_dir()
+def test_paths_precedence_flag_config_environment_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    bare = load_config(raw={"data": {"path": "x", "label": "y"}})
+    assert resolve_paths(bare).work_dir == (tmp_path / ".raypipe").resolve() and (tmp_path / ".raypipe").is_dir()
+    assert resolve_paths(bare).tracking_uri == f"sqlite:///{(tmp_path / '.raypipe').resolve()}/mlflow.db"
     monkeypatch.setenv("RAYPIPE_HOME", str(tmp_path / "home"))
-    assert work_dir(cfg) == (tmp_path / "home").resolve() and (tmp_path / "home").is_dir()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9/env")
+    assert resolve_paths(bare).work_dir == (tmp_path / "home").resolve()  # environment over the default
+    assert resolve_paths(bare).tracking_uri == "http://127.0.0.1:9/env"
+    runtime = {"work_dir": str(tmp_path / "w"), "tracking_uri": "http://127.0.0.1:9/cfg"}
+    cfg = load_config(raw={"data": {"path": "x", "label": "y"}, "runtime": runtime})
+    assert resolve_paths(cfg).work_dir == (tmp_path / "w").resolve()  # config over the environment
+    assert resolve_paths(cfg).tracking_uri == "http://127.0.0.1:9/cfg"
+    flags = resolve_paths(cfg, work_dir=tmp_path / "f", tracking_uri="http://127.0.0.1:9/flag")
+    assert (flags.work_dir, flags.tracking_uri) == ((tmp_path / "f").resolve(), "http://127.0.0.1:9/flag")
+    assert not resolve_paths(work_dir=tmp_path / "plan-only", create=False).work_dir.exists()
 
 
 def _routable_ip() -> str | None:
@@ -184,7 +195,7 @@ def _routable_ip() -> str | None:
 
 @pytest.mark.skipif(_routable_ip() is None, reason="no routable address on this host")
 def test_a_loopback_only_gcs_is_told_apart_from_a_ray_start_head() -> None:
-    from raypipe.runtime import _loopback_only_gcs
+    from raypipe.runtime.connect import _loopback_only_gcs
 
     with socket.socket() as loop_only, socket.socket() as everywhere:
         loop_only.bind(("127.0.0.1", 0))  # a Ray started by connect(): GCS on loopback only

@@ -15,11 +15,13 @@ import pyarrow.dataset as pads
 import pytest
 
 from raypipe.config import ServeConfig, load_config
+from raypipe.data.records import RequestError, RequestParser
 from raypipe.data.schema import ColumnSpec, Contract, LabelSpec
 from raypipe.errors import ConfigError
+from raypipe.model import prediction_columns
+from raypipe.runtime import resolve_paths
 from raypipe.serve.deploy import deploy_config, serve_settings
-from raypipe.serve.predlog import PredictionLogger, prediction_columns
-from raypipe.serve.schema import RequestError, RequestParser
+from raypipe.serve.predlog import PredictionLogger
 
 CONTRACT = Contract(
     features=[
@@ -95,14 +97,15 @@ def test_logger_writes_the_shared_layout_and_casts_to_contract_dtypes(tmp_path: 
     assert t.schema.field("gate").type == pa.int32() and t.column("gate").to_pylist() == [7, None, 7]  # unfit -> null
     assert t.column("prediction").to_pylist() == ["true", "false", "false"]
     assert t.column("latency_ms").to_pylist() == [1.5, 1.5, 2.0] and t.column("model_version").to_pylist() == ["3"] * 3
-    assert plog.stats() == {"written_rows": 3, "dropped_rows": 0, "write_errors": 0}
+    assert plog.stats() == {"written_rows": 3, "dropped_rows": 0, "write_errors": 0, "merged_rows": 0}
+    assert not list(tmp_path.rglob("*.arrows"))  # the spool is gone once written
 
 
 def test_logger_drops_and_counts_when_full_and_never_blocks(tmp_path: Path, monkeypatch) -> None:
     plog = PredictionLogger(tmp_path, "m", CONTRACT, flush_rows=1, flush_s=60, max_queued_rows=5)
     gate = threading.Event()
     real_flush = plog._flush
-    monkeypatch.setattr(plog, "_flush", lambda entries: (gate.wait(10), real_flush(entries)))
+    monkeypatch.setattr(plog, "_flush", lambda *args: (gate.wait(10), real_flush(*args)))
     table = _table([RECORD, RECORD])
     t0 = time.perf_counter()
     accepted = [plog.log(f"r{i}", 0, "1", 1.0, table, np.array([0.5, 0.5])) for i in range(10)]
@@ -119,7 +122,7 @@ def test_log_failures_count_as_dropped(tmp_path: Path) -> None:
     plog = PredictionLogger(blocker, "m", CONTRACT, flush_rows=1, flush_s=60)
     plog.log("r", 0, "1", 1.0, _table([RECORD]), np.array([0.5]))
     plog.close()
-    assert plog.stats() == {"written_rows": 0, "dropped_rows": 1, "write_errors": 1}
+    assert plog.stats() == {"written_rows": 0, "dropped_rows": 1, "write_errors": 1, "merged_rows": 0}
 
 
 def test_serve_config_checks() -> None:
@@ -139,7 +142,7 @@ def test_deploy_config_carries_autoscaling_queue_bound_and_policies(tmp_path: Pa
             "runtime": {"work_dir": str(tmp_path)},
         }
     )
-    serve_cfg = serve_settings(cfg)
+    serve_cfg = serve_settings(cfg, resolve_paths(cfg))
     assert serve_cfg.log_dir == str((tmp_path / "predictions").resolve())
     out = deploy_config("models:/m@champion", "sqlite:///x.db", serve_cfg)
     (app,) = out["applications"]
@@ -171,6 +174,16 @@ def test_ingress_env_haproxy_by_default_private_per_process_proxy_without_binary
     one, two = ingress_env(ServeConfig()), ingress_env(ServeConfig(ingress="haproxy"))
     assert one["RAY_SERVE_ENABLE_HA_PROXY"] == "1" and one["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "1"
     assert one["RAY_SERVE_HAPROXY_TIMEOUT_SERVER_S"] == "10"  # serve.request_timeout_s
+    # A dead replica's unanswered requests are replayed elsewhere; 503 (backpressure) never is.
+    assert one["RAY_SERVE_HAPROXY_RETRY_ON"].split() == [
+        "conn-failure",
+        "empty-response",
+        "junk-response",
+        "500",
+        "502",
+        "504",
+    ]
+    assert one["RAY_SERVE_HAPROXY_RETRIES"] == "3" and one["RAY_SERVE_HAPROXY_OBSERVE_ERROR_LIMIT"] == "1"
     # Two Rays on one host must not share Serve's fixed /tmp/haproxy-serve paths or ports 8404/9101.
     for key in ("RAY_SERVE_HAPROXY_CONFIG_FILE_LOC", "RAY_SERVE_HAPROXY_SOCKET_PATH", "RAY_SERVE_HAPROXY_STATS_PORT"):
         assert one[key] != two[key], key
@@ -178,13 +191,18 @@ def test_ingress_env_haproxy_by_default_private_per_process_proxy_without_binary
     assert len(one["RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH"]) + 57 <= 97  # HAProxy's socket path cap
     # The binary Serve runs is the loopback wrapper: stats and metrics binds move to 127.0.0.1.
     cfg = tmp_path / "haproxy.cfg"
-    cfg.write_text("frontend p\n    bind :9101\nfrontend h\n    bind 0.0.0.0:8000\nlisten stats\n  bind *:8404\n")
+    cfg.write_text(
+        "frontend p\n    bind :9101\nfrontend h\n    bind 0.0.0.0:8000\nlisten stats\n  bind *:8404\n"
+        "defaults\n    option splice-request\n    option splice-response\n"
+    )
     subprocess.run([one["RAY_SERVE_HAPROXY_BINARY_PATH"], "-db", "-f", str(cfg), "-sf", "1"], check=True)
-    assert cfg.read_text().split("\n")[1::2][:3] == [
+    assert cfg.read_text().split("\n")[1:6:2] == [
         "    bind 127.0.0.1:9101",
         "    bind 0.0.0.0:8000",
         "  bind 127.0.0.1:8404",
     ]
+    # Spliced requests are not kept for a retry: splicing is off.
+    assert "splice" not in cfg.read_text() and cfg.read_text().endswith("defaults\n")
     assert (tmp_path / "args").read_text().split() == ["-db", "-f", str(cfg), "-sf", "1"]
     monkeypatch.setenv("RAY_SERVE_HAPROXY_STATS_PORT", "9999")
     three = ingress_env(ServeConfig(ingress="haproxy"))

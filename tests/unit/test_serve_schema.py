@@ -9,10 +9,10 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from raypipe.data.records import RequestError, RequestParser
 from raypipe.data.schema import ColumnSpec, Contract, LabelSpec
 from raypipe.features import Preprocessor
-from raypipe.serve.predict import format_predictions
-from raypipe.serve.schema import RequestError, RequestParser
+from raypipe.model import format_predictions
 
 CONTRACT = Contract(
     features=[

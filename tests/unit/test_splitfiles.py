@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from raypipe.data.splitfiles import SplitFiles, read_file, staging_folder, write_file
-from raypipe.orphans import host_tag
+from raypipe.runtime.orphans import host_tag
 
 
 def _batch(rows: int, seed: int = 0, weights: bool = False) -> dict[str, np.ndarray]:

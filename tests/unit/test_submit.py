@@ -27,7 +27,7 @@ from raypipe import runtime
 from raypipe.config import load_config
 from raypipe.errors import ConfigError
 from raypipe.runtime import RaySession
-from raypipe.submit import (
+from raypipe.runtime.submit import (
     MAX_UPLOAD_BYTES,
     check_working_dir,
     entrypoint,
@@ -353,7 +353,7 @@ def _auth_probe(env: dict[str, str]) -> dict:
     code = (
         "import json, os, ray\n"
         "from ray._raylet import AuthenticationMode, get_authentication_mode\n"
-        "from raypipe.raytoken import ensure_client_token_auth\n"
+        "from raypipe.runtime.token import ensure_client_token_auth\n"
         "on = ensure_client_token_auth()\n"
         "print(json.dumps({'on': on, 'env': os.environ.get('RAY_AUTH_MODE'),"
         " 'ray_token_mode': get_authentication_mode() == AuthenticationMode.TOKEN}))\n"

@@ -11,12 +11,12 @@ import pyarrow as pa
 import pytest
 import xgboost
 
-from raypipe.bundle import BUNDLE_FILE, SKLEARN_FILE, Bundle, write_bundle
 from raypipe.config import TuneConfig, load_config
 from raypipe.errors import ConfigError, RegistryError
 from raypipe.features import Preprocessor
+from raypipe.model import BUNDLE_FILE, SKLEARN_FILE, Bundle, predict_matrix, write_bundle
 from raypipe.runtime import CpuBudget
-from raypipe.train import predict_matrix, preprocessing_for
+from raypipe.train import preprocessing_for
 from raypipe.train.sklearn import build_estimator
 from raypipe.train.tune import metric_and_mode, plan_concurrency
 
@@ -132,7 +132,7 @@ def test_sklearn_bundle_round_trips_with_skops_and_is_verified(tmp_path: Path, p
     assert SKLEARN_FILE in hashes and json.loads((tmp_path / "b" / BUNDLE_FILE).read_text())["model_kind"] == "sklearn"
     assert not list((tmp_path / "b").glob("*.pkl"))
     loaded = Bundle.load(tmp_path / "b", expected=hashes)
-    assert np.allclose(loaded.predict_matrix(X), predict_matrix(est, X))
+    assert np.allclose(predict_matrix(loaded.model, X), predict_matrix(est, X))
     table = pa.table({"a": [0.2, 0.8], "c": ["y", "nope"]})
     assert loaded.predict_table(table).shape == (2,)
     # Tampering with the model file is caught before anything is deserialised.
@@ -145,15 +145,13 @@ def test_sklearn_bundle_round_trips_with_skops_and_is_verified(tmp_path: Path, p
 def test_skops_file_with_foreign_types_is_refused(tmp_path: Path, prep, contract_for, monkeypatch) -> None:
     import skops.io
 
-    from raypipe import bundle
-
     X, y = _data(n=50)
     est = build_estimator("random_forest", "binary", {"n_estimators": 2}, seed=0, n_jobs=1).fit(X[:, :2], y)
     contract = contract_for(pa.table({"a": [0.1, 0.5], "c": ["x", "y"], "y": [0, 1]}), "y")
     write_bundle(tmp_path / "b", est, prep, contract)
     monkeypatch.setattr(skops.io, "get_untrusted_types", lambda file: ["evil.module.Gadget"])
     with pytest.raises(RegistryError, match="evil.module.Gadget"):
-        bundle.Bundle.load(tmp_path / "b")
+        Bundle.load(tmp_path / "b")
 
 
 def test_xgboost_bundle_still_loads_as_before(tmp_path: Path, prep, contract_for) -> None:
@@ -165,8 +163,8 @@ def test_xgboost_bundle_still_loads_as_before(tmp_path: Path, prep, contract_for
     del meta["model_kind"]  # a bundle written before scikit-learn support
     (tmp_path / "b" / BUNDLE_FILE).write_text(json.dumps(meta))
     loaded = Bundle.load(tmp_path / "b")
-    assert isinstance(loaded.booster, xgboost.Booster)
-    assert np.allclose(loaded.predict_matrix(X[:, :2]), bst.inplace_predict(X[:, :2]))
+    assert isinstance(loaded.model, xgboost.Booster)
+    assert np.allclose(predict_matrix(loaded.model, X[:, :2]), bst.inplace_predict(X[:, :2]))
 
 
 def _plan(**kw):
