@@ -82,9 +82,7 @@ def ingress_env(cfg: ServeConfig) -> dict[str, str]:
             # HAProxy's 16 KB buffer cannot be replayed and fails as before. 500 too: 3 of 2,000
             # requests got one within 2 ms of a replica SIGKILL in one fresh-clone run.
             "RAY_SERVE_HAPROXY_RETRY_ON": "conn-failure empty-response junk-response 500 502 504",
-            # 6, not 3: with 3, 2 of 2,000 requests ran out of retries within 0.1 s of a replica
-            # SIGKILL (HAProxy's own 503, which Serve rewrites to 500); 0 of 2,000 in 3 runs with 6.
-            "RAY_SERVE_HAPROXY_RETRIES": "6",
+            "RAY_SERVE_HAPROXY_RETRIES": "3",
             # leastconn sends a retry straight back to the dead replica (it has the fewest
             # connections) until it is marked down: mark it down on its first failed connection,
             # so the retries go to a live one (logged before: 503 SC-- after 3 retries). A replica
