@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn import metrics as skm
 
 PRIMARY = {"binary": "auc", "multiclass": "logloss", "regression": "rmse"}
 HIGHER_IS_BETTER = {
@@ -53,6 +52,10 @@ def evaluate(task: str, y_true: np.ndarray, y_pred: np.ndarray, primary: str | N
         >>> evaluate("binary", np.array([0, 1]), np.array([0.2, 0.9])).metrics["auc"]
         1.0
     """
+    # Here, not at the top: the monitor's Ray Data workers import this module for its constants,
+    # and scikit-learn (with SciPy) costs each new worker process a second.
+    from sklearn import metrics as skm
+
     y_true = np.asarray(y_true)
     if task == "binary":
         labels = y_true.astype(int)
@@ -91,6 +94,8 @@ def evaluate(task: str, y_true: np.ndarray, y_pred: np.ndarray, primary: str | N
 
 
 def _auc_ovr(labels: np.ndarray, y_pred: np.ndarray) -> float:
+    from sklearn import metrics as skm
+
     """One-vs-rest AUC averaged over the classes present in ``labels`` (a class absent from the
     split has no AUC there); NaN when fewer than two classes are present."""
     present = [c for c in np.unique(labels) if 0 < (labels == c).sum() < len(labels)]

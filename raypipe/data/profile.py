@@ -145,9 +145,16 @@ def _fmt(v: Any) -> str:
 
 
 def profile_batch(
-    batch: pa.Table, split_column: str | None, level_columns: frozenset[str] = frozenset()
+    batch: pa.Table,
+    split_column: str | None,
+    level_columns: frozenset[str] = frozenset(),
+    id_column: str | None = None,
 ) -> dict[str, np.ndarray]:
-    """Map step: one JSON summary per split present in the batch."""
+    """Map step: one JSON summary per split present in the batch; with ``id_column``, also the
+    64-bit hashes of its non-null values (the duplicate-id screen, :class:`ProfilePass`)."""
+    ids = b""
+    if id_column is not None and id_column in batch.column_names:
+        ids = hash_column(batch.column(id_column).drop_null()).tobytes()
     groups: dict[str, pa.Table] = {}
     if split_column and split_column in batch.column_names:
         codes = batch.column(split_column).to_numpy()
@@ -159,34 +166,74 @@ def profile_batch(
     out = {}
     for name, table in groups.items():
         out[name] = {c: _column_summary(table.column(c), True, c in level_columns) for c in table.column_names}
-    return {"profile": np.array([json.dumps(out)], dtype=object)}
+    return {"profile": np.array([json.dumps(out)], dtype=object), "id_hashes": np.array([ids], dtype=object)}
 
 
 SPLIT_NAMES = ("train", "valid", "test")
 
 
-def compute_profile(ds, split_column: str | None = None, level_columns: list[str] | None = None) -> Profile:
-    """Reduce step: merge the per-batch summaries on the driver.
+# The duplicate-id screen keeps at most this many hashes on the driver (8 bytes each); beyond it,
+# the quality stage counts duplicates exactly with a distributed group-by instead.
+_MAX_SCREENED_IDS = 32_000_000
+
+
+@dataclass
+class ProfilePass:
+    """What one streaming pass over the rows yields: per-split statistics and the id screen."""
+
+    profile: Profile
+    repeated_ids: int | None = None
+    """Id hashes seen more than once: 0 proves every non-null id unique (equal ids hash alike); more
+    may be hash collisions, so the quality stage then counts exactly. ``None``: not screened."""
+
+
+def profile_pass(
+    ds, split_column: str | None = None, level_columns: list[str] | None = None, id_column: str | None = None
+) -> ProfilePass:
+    """Reduce step: merge the per-batch summaries on the driver (and screen the ids for repeats).
 
     Args:
         ds: the Ray Dataset.
         split_column: group statistics by this split-code column.
         level_columns: numeric columns to count levels for (declared categoricals).
+        id_column: screen this column for repeated values in the same pass.
     """
     summaries = ds.map_batches(
         profile_batch,
         batch_format="pyarrow",
-        fn_kwargs={"split_column": split_column, "level_columns": frozenset(level_columns or [])},
+        fn_kwargs={
+            "split_column": split_column,
+            "level_columns": frozenset(level_columns or []),
+            "id_column": id_column,
+        },
         batch_size=None,
         zero_copy_batch=True,
     )
     merged: Profile = {}
+    hashes: list[np.ndarray] | None = [] if id_column else None
+    held = 0
     for row in summaries.iter_rows():
         for split, cols in json.loads(row["profile"]).items():
             target = merged.setdefault(split, {})
             for col, s in cols.items():
                 target.setdefault(col, ColumnStats()).merge(s)
-    return merged
+        if hashes is not None:
+            part = np.frombuffer(row["id_hashes"], dtype=np.uint64)
+            held += len(part)
+            if held > _MAX_SCREENED_IDS:
+                hashes = None
+            else:
+                hashes.append(part)
+    repeated = None
+    if hashes is not None:
+        _, counts = np.unique(np.concatenate(hashes) if hashes else np.empty(0, np.uint64), return_counts=True)
+        repeated = int((counts > 1).sum())
+    return ProfilePass(merged, repeated)
+
+
+def compute_profile(ds, split_column: str | None = None, level_columns: list[str] | None = None) -> Profile:
+    """Per-split column statistics (:func:`profile_pass` without the id screen)."""
+    return profile_pass(ds, split_column, level_columns).profile
 
 
 def combine(profile: Profile) -> dict[str, ColumnStats]:

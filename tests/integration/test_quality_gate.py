@@ -83,3 +83,21 @@ def test_duplicate_ids_fail_and_a_time_split_follows_the_clock(
         "test": int((months >= 9).sum()),
     }
     assert any("duplicate_ids" in note for note in summary.notes)
+
+
+def test_the_profile_pass_screens_ids_for_repeats(ray_session):
+    """Unique ids screen as 0 repeats (so the quality stage skips its group-by); repeated ones are
+    counted, nulls aside, across blocks; without an id column there is no screen."""
+    import pyarrow as pa
+    import ray
+
+    from raypipe.data.profile import profile_pass
+
+    def blocks(*ids):
+        return ray.data.from_arrow([pa.table({"id": pa.array(i, pa.int64()), "x": [1.0] * len(i)}) for i in ids])
+
+    assert profile_pass(blocks(range(0, 500), range(500, 1000)), id_column="id").repeated_ids == 0
+    screened = profile_pass(blocks([1, 2, 3, None, None], [3, 4, 1, 1]), id_column="id")
+    assert screened.repeated_ids == 2  # 1 and 3; the two nulls are not ids
+    assert screened.profile["all"]["id"].count == 9
+    assert profile_pass(blocks([1, 1])).repeated_ids is None

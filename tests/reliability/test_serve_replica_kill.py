@@ -42,7 +42,9 @@ def _logged_ids(root: Path) -> list[str]:
     return table.column("request_id").to_pylist()
 
 
-def test_sigkill_of_a_replica_under_load_fails_at_most_0_25_percent_and_loses_no_log_row(local_ray, tmp_path: Path) -> None:
+def test_sigkill_of_a_replica_under_load_fails_at_most_0_25_percent_and_loses_no_log_row(
+    local_ray, tmp_path: Path
+) -> None:
     from ray import serve
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"

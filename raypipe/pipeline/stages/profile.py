@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from raypipe.data.profile import SPLIT_NAMES, ColumnStats, Profile, combine, compute_profile
+from raypipe.data.profile import SPLIT_NAMES, ColumnStats, Profile, combine, compute_profile, profile_pass
 from raypipe.data.schema import Contract, id_named, infer_contract
 from raypipe.data.split import SPLIT_COLUMN
 from raypipe.errors import DataError
@@ -32,6 +32,8 @@ class Profiled:
     example: dict[str, Any]
     dropped: dict[str, int] = field(default_factory=dict)
     """Rows per split left out for a null label."""
+    repeated_ids: int | None = None
+    """``data.id_column`` hashes seen more than once (0: every id unique; ``None``: not screened)."""
 
     REQUIRED = ("profile.json", "contract.json", "meta.json")
 
@@ -48,7 +50,8 @@ class Profiled:
         }
         write_json(d / "profile.json", stats)
         self.contract.save(d / "contract.json")
-        write_json(d / "meta.json", {"rows": self.rows, "example": self.example, "dropped": self.dropped})
+        meta = {"rows": self.rows, "example": self.example, "dropped": self.dropped, "repeated_ids": self.repeated_ids}
+        write_json(d / "meta.json", meta)
 
     @classmethod
     def load(cls, d: Path) -> Profiled:
@@ -60,7 +63,8 @@ class Profiled:
                 s.merge(raw)
                 profile[split][name] = s
         meta = read_json(d / "meta.json")
-        return cls(profile, Contract.load(d / "contract.json"), meta["rows"], meta["example"], meta.get("dropped", {}))
+        contract = Contract.load(d / "contract.json")
+        return cls(profile, contract, meta["rows"], meta["example"], meta.get("dropped", {}), meta.get("repeated_ids"))
 
     @property
     def notes(self) -> list[str]:
@@ -74,7 +78,10 @@ def profile(ctx: RunContext, ingest: Ingested) -> Profiled:
     """Per-split column statistics, the inferred contract, split sizes and an example row."""
     cfg = ctx.cfg
     schema = _datasets.schema(ctx)
-    stats_by_split = compute_profile(_datasets.with_split(ctx), SPLIT_COLUMN, level_columns(cfg, schema))
+    # The id screen rides on this pass, so the quality stage need not group every id (a shuffle).
+    screen = cfg.data.id_column if cfg.data.quality.duplicate_ids != "off" else None
+    scanned = profile_pass(_datasets.with_split(ctx), SPLIT_COLUMN, level_columns(cfg, schema), screen)
+    stats_by_split = scanned.profile
     stats = combine(stats_by_split)
     if not stats:
         raise DataError(f"the dataset under '{cfg.data.source_name}' is empty (0 rows); check it and data.filter")
@@ -85,7 +92,7 @@ def profile(ctx: RunContext, ingest: Ingested) -> Profiled:
     rows = {s: st.count - st.nulls for s, st in label.items()}
     dropped = {s: st.nulls for s, st in label.items()}
     example = json_row(_datasets.source(ctx).take_batch(3, batch_format="pyarrow"), contract)
-    return Profiled(stats_by_split, contract, rows, example, dropped)
+    return Profiled(stats_by_split, contract, rows, example, dropped, scanned.repeated_ids)
 
 
 def level_columns(cfg: PipelineConfig, schema: pa.Schema) -> list[str]:

@@ -42,7 +42,11 @@ class QualityResult:
 def quality(ctx: RunContext, profile: Profiled) -> QualityResult:
     cfg = ctx.cfg.data
     declared = _datasets.declared(ctx)
-    dups = rules.count_duplicate_ids(_datasets.source(ctx), cfg.id_column) if cfg.id_column else None
+    dups = None
+    if cfg.id_column and cfg.quality.duplicate_ids != "off":
+        # The profile pass proved the ids unique, or they need the exact (distributed) count.
+        unique = profile.repeated_ids == 0
+        dups = (0, []) if unique else rules.count_duplicate_ids(_datasets.source(ctx), cfg.id_column)
     report = rules.check(combine(profile.profile), profile.contract, declared, cfg.quality, dups)
     rules.enforce(report, ctx.source, declared)
     return QualityResult(report)
