@@ -93,12 +93,19 @@ def register_tiny_model(
 # --- HTTP --------------------------------------------------------------------------
 
 
-def request(url: str, body: bytes | None, method: str = "POST", timeout_s: float = 30.0) -> tuple[int, Any]:
-    """One real HTTP request over a fresh connection; (status, JSON or raw text)."""
+def request(
+    url: str,
+    body: bytes | None,
+    method: str = "POST",
+    timeout_s: float = 30.0,
+    content_type: str | None = "application/json",
+) -> tuple[int, Any]:
+    """One real HTTP request over a fresh connection; (status, JSON or raw text). ``content_type``
+    is sent with a body (``None``: no Content-Type header)."""
     parts = urlsplit(url)
     conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout_s)
     try:
-        headers = {"Content-Type": "application/json"} if body is not None else {}
+        headers = {"Content-Type": content_type} if body is not None and content_type else {}
         conn.request(method, parts.path or "/", body=body, headers=headers)
         resp = conn.getresponse()
         raw = resp.read()

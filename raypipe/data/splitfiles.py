@@ -125,7 +125,7 @@ def write_file(folder: Path, batch: dict[str, np.ndarray]) -> tuple[str, int]:
     for name in sorted(batch):
         values = batch[name]
         if values.dtype.kind in "biuf":
-            sums = np.nansum(values.reshape(len(values), -1), axis=0, dtype=np.float64)
+            sums = np.nansum(values.reshape(len(values), int(np.prod(values.shape[1:]))), axis=0, dtype=np.float64)
             h.update(" ".join(f"{v:.10g}" for v in sums).encode())  # rounded: summation order varies
     name = f"{h.hexdigest()[:20]}-{uuid.uuid4().hex[:6]}{SUFFIX}"
     with pa.OSFile(str(folder / name), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
@@ -144,7 +144,10 @@ def _write_block(block: pa.Table, *, prep, split_column: str, names: tuple[str, 
         if not rows.num_rows:
             continue
         # Train rows get out-of-fold target encodings; valid and test rows those of all train rows.
-        file, n = write_file(Path(folder) / name, prep.transform_batch(rows, out_of_fold=name == "train"))
+        batch = prep.transform_batch(rows, out_of_fold=name == "train")
+        if not min((len(v) for v in batch.values()), default=0):
+            continue  # every row of this split had a null label (a whole file can: files are blocks)
+        file, n = write_file(Path(folder) / name, batch)
         out["split"].append(name)
         out["file"].append(file)
         out["rows"].append(n)

@@ -1,9 +1,10 @@
 """The Ray Serve application: a FastAPI ingress over the verified model bundle.
 
 Endpoints: ``POST /predict`` (a record or a list of records), KServe v1
-``POST /v1/models/<name>:predict``, MLflow ``POST /invocations``, ``GET /healthz``,
-``GET /metadata``. Bodies are size-limited before parsing and validated against
-the training contract; client mistakes are 4xx with the field named. Concurrent
+``POST /v1/models/<name>:predict`` (another name is a 404), MLflow ``POST /invocations``,
+``GET /healthz``, ``GET /metadata``. Bodies must be JSON (a 415 otherwise), are size-limited
+before parsing and validated against the training contract; client mistakes are 4xx with the
+field named. Concurrent
 requests are scored together (``@serve.batch``: one ``inplace_predict`` per batch)
 and logged for monitoring by a background writer.
 
@@ -66,6 +67,20 @@ def _json(obj: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(obj), status_code=status, media_type="application/json")
 
 
+def _check_json(content_type: str | None) -> None:
+    """A body declared as something other than JSON (a form, text, multipart) is a 415; none
+    declared is read as JSON."""
+    if content_type is None:
+        return
+    media = content_type.split(";", 1)[0].strip().lower()
+    if media != "application/json" and not media.endswith("+json"):
+        raise RequestError(
+            415,
+            f"Content-Type '{media}' is not JSON: send the body as application/json",
+            [{"field": "Content-Type", "msg": f"got '{media}', expected 'application/json'", "type": "media_type"}],
+        )
+
+
 def _split(scores: np.ndarray, counts: list[int]) -> list[np.ndarray]:
     return np.split(scores, np.cumsum(counts)[:-1]) if len(counts) > 1 else [scores]
 
@@ -95,6 +110,7 @@ class ModelServer:
         self._score.set_max_batch_size(s["max_batch_size"])
         self._score.set_batch_wait_timeout_s(s["batch_wait_timeout_s"])
         self._version = self._model.version or "local"
+        self._name = self._model.name or Path(model_uri).name
         self._log: PredictionLogger | None = None
         if s["log_predictions"] and s["log_dir"]:
             self._log = PredictionLogger(
@@ -136,6 +152,7 @@ class ModelServer:
         t0 = time.perf_counter()
         request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
         try:
+            _check_json(request.headers.get("content-type"))
             payload = self._parser.load_json(await self._body(request))
             table, warnings = self._parser.validate(unwrap(payload))
         except RequestError as e:
@@ -166,6 +183,10 @@ class ModelServer:
     @api.post("/v1/models/{name}:predict")
     async def kserve_v1(self, name: str, request: Request) -> Response:
         """KServe v1 protocol: ``{"instances": [records]}`` -> ``{"predictions": [...]}``."""
+        if name != self._name:
+            message = f"model '{name}' is not served here; this server serves '{self._name}'"
+            detail = [{"field": "name", "msg": message, "type": "unknown_model"}]
+            return _json({"error": message, "detail": detail}, 404)
         return await self._answer(
             request, lambda p: _field(p, "instances"), lambda out, rid, ms: {"predictions": out["prediction"]}
         )

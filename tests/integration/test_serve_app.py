@@ -96,6 +96,25 @@ def test_python_model_predict_matches_http_for_tables_frames_and_records(served,
     assert status == 422 and bad["detail"][0]["field"] == "distance"  # the same field, over HTTP
 
 
+def test_a_body_that_is_not_json_gets_a_415_and_a_wrong_kserve_name_a_404(served) -> None:
+    url, _ = served
+    body = json.dumps(RECORD).encode()
+    for ctype in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"):
+        status, answer = request(url + "/predict", body, content_type=ctype)
+        assert status == 415 and answer["detail"][0]["field"] == "Content-Type", (ctype, answer)
+        assert ctype.split(";")[0] in answer["error"]
+    for ctype in (None, "application/json; charset=utf-8", "application/vnd.example+json"):
+        status, answer = request(url + "/predict", body, content_type=ctype)
+        assert status == 200 and len(answer["prediction"]) == 1, (ctype, answer)
+
+    instances = json.dumps({"instances": [RECORD]}).encode()
+    status, answer = request(url + "/v1/models/other:predict", instances)
+    assert status == 404 and answer["detail"][0]["field"] == "name", answer
+    assert answer["error"] == f"model 'other' is not served here; this server serves '{MODEL_NAME}'"
+    status, answer = request(url + f"/v1/models/{MODEL_NAME}:predict", instances)
+    assert status == 200 and len(answer["predictions"]) == 1, answer
+
+
 def test_validation_policies_from_config_over_http(served) -> None:
     url, _ = served
     # unknown_fields=ignore: an extra field is dropped, the record scores as without it.
