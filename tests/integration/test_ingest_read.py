@@ -66,7 +66,9 @@ def test_value_that_does_not_fit_the_discovered_type_names_the_file(ray_session,
 
 
 @pytest.mark.parametrize("files", [2, 12], ids=["ray-reader", "whole-file"])
-def test_null_partition_folder_reads_as_null_on_both_readers(ray_session, tmp_path: Path, files: int) -> None:
+def test_null_partition_folder_reads_as_null_on_both_readers(
+    ray_session, tmp_path: Path, files: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """``k=__HIVE_DEFAULT_PARTITION__`` (pyarrow's and Hive's null folder): null, not a crash, not a level."""
     import ray
 
@@ -77,8 +79,9 @@ def test_null_partition_folder_reads_as_null_on_both_readers(ray_session, tmp_pa
     c = pa.array([None if i % 7 == 0 else "ab"[i % 2] for i in range(n)])
     table = pa.table({"x": np.arange(n, dtype=np.float32), "k": k, "c": c})
     root = tmp_path / "data"
-    if files == 2:  # two folders, k=1 and k=null: too few files for whole-file tasks
+    if files == 2:  # two folders, k=1 and k=null: too few files for whole-file tasks, were they big
         parts, table = ["k"], table.filter(pa.compute.or_kleene(pa.compute.is_null(k), pa.compute.equal(k, 1)))
+        monkeypatch.setattr(ingest, "_READ_TASK_BYTES", 1)  # small files are read whole: make these "big"
     else:
         parts = ["k", "c"]
     pads.write_dataset(table, root, format="parquet", partitioning=parts, partitioning_flavor="hive")
@@ -92,3 +95,6 @@ def test_null_partition_folder_reads_as_null_on_both_readers(ray_session, tmp_pa
     for col in parts:
         assert got.column(col).null_count == want.column(col).null_count > 0
         assert sorted(got.column(col).drop_null().to_pylist()) == sorted(want.column(col).drop_null().to_pylist())
+    if files == 2:  # as they are (a few KB each), two files are read whole: no Ray planning pass
+        monkeypatch.undo()
+        assert isinstance(getattr(ingest.read(source)._logical_plan.dag, "datasource", None), WholeFileParquet)
