@@ -135,15 +135,13 @@ def haproxy_binary() -> str:
 # which Serve checks, is unchanged). The HTTP frontend keeps serve.host. It also drops
 # ``option splice-request/response``: a spliced request is not kept in HAProxy's buffer, so the L7
 # retries above never happened (measured: a request cut by a replica SIGKILL was logged SH-- with
-# 0 retries; unspliced, +1 redispatch and a 200). And it adds ``option http-buffer-request``: HAProxy
-# replays only a request whose body it holds, so it reads the body (up to its 16 KB buffer) before
-# picking a replica; a slow sender then waits in HAProxy, not in a replica's queue.
+# 0 retries; unspliced, +1 redispatch and a 200). Not ``http-buffer-request``: a request still
+# sending its body must reach a replica and count against its limits (backpressure stays honest).
 _WRAPPER = """#!/bin/sh
 cfg=""; prev=""
 for a in "$@"; do [ "$prev" = "-f" ] && cfg="$a"; prev="$a"; done
 [ -n "$cfg" ] && [ -f "$cfg" ] && sed -i -E -e 's/^([[:space:]]*bind[[:space:]]+)[*]?:([0-9]+)/\\1127.0.0.1:\\2/' \\
-  -e '/^[[:space:]]*option splice-(request|response)$/d' \\
-  -e 's/^([[:space:]]*)option redispatch 1$/&\\n\\1option http-buffer-request/' "$cfg"
+  -e '/^[[:space:]]*option splice-(request|response)$/d' "$cfg"
 exec {haproxy} "$@"
 """
 
