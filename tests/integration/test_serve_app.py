@@ -235,7 +235,7 @@ def test_past_the_queue_bound_requests_get_a_fast_503(served, store) -> None:
     finally:
         for s in held:
             s.close()
-    deploy(f"models:/{MODEL_NAME}@champion", store[0], cfg)  # back to the module's settings
+        deploy(f"models:/{MODEL_NAME}@champion", store[0], cfg)  # back to the module's settings, pass or fail
     assert _post(url + "/predict", RECORD)[0] == 200
 
 
