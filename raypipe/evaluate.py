@@ -94,10 +94,10 @@ def evaluate(task: str, y_true: np.ndarray, y_pred: np.ndarray, primary: str | N
 
 
 def _auc_ovr(labels: np.ndarray, y_pred: np.ndarray) -> float:
-    from sklearn import metrics as skm
-
     """One-vs-rest AUC averaged over the classes present in ``labels`` (a class absent from the
     split has no AUC there); NaN when fewer than two classes are present."""
+    from sklearn import metrics as skm
+
     present = [c for c in np.unique(labels) if 0 < (labels == c).sum() < len(labels)]
     if len(present) < 2:
         return float("nan")

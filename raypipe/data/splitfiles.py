@@ -125,7 +125,7 @@ def write_file(folder: Path, batch: dict[str, np.ndarray]) -> tuple[str, int]:
     for name in sorted(batch):
         values = batch[name]
         if values.dtype.kind in "biuf":
-            sums = np.nansum(values.reshape(len(values), int(np.prod(values.shape[1:]))), axis=0, dtype=np.float64)
+            sums = np.nansum(values.reshape(len(values), -1), axis=0, dtype=np.float64)
             h.update(" ".join(f"{v:.10g}" for v in sums).encode())  # rounded: summation order varies
     name = f"{h.hexdigest()[:20]}-{uuid.uuid4().hex[:6]}{SUFFIX}"
     with pa.OSFile(str(folder / name), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:

@@ -11,8 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import sys
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from raypipe.config import PipelineConfig, config_hash
@@ -71,30 +69,41 @@ def run_pipeline(
 def _run(ctx: RunContext, config_text, address, report, verbose, use_cache, rerun_from) -> RunResult:
     cfg = ctx.cfg
     cache = StageCache(ctx.paths.cache, enabled=use_cache, rerun_from=rerun_from, order=NAMES)
-    ctx.code, ctx.packages = manifest.code_info(), manifest.package_versions()
-    # MLflow's first client in a process (store checks, the parent run, params) takes seconds, and
-    # so does starting Ray: open the run on a thread while Ray starts here (ray.init wants the main thread).
-    with ThreadPoolExecutor(1, thread_name_prefix="raypipe-tracking") as pool:
-        opening = pool.submit(_open_tracking, ctx, config_text)
-        timer = StageTimer(report, lambda: ctx.tracker, ctx.stage_seconds, ctx.cached)
-        try:
-            _connect(ctx, timer, address, verbose, opening)
-        except BaseException:
-            if opening.exception() is None:  # the run is open: mark it failed
-                ctx.tracker = opening.result()
-                _record_failure(ctx)
-            raise
-    t, work = ctx.tracker, ctx.paths.work_dir
+    code, packages = manifest.code_info(), manifest.package_versions()
+    run_name = f"{cfg.name}-{dt.datetime.now():%Y%m%d-%H%M%S}"
+    t = Tracker(ctx.paths.tracking_uri, cfg.register.experiment, ctx.paths.artifacts, run_name, cfg.register.enabled)
+    timer = StageTimer(report, t, ctx.stage_seconds, ctx.cached)
+    ctx.tracker, ctx.code, ctx.packages = t, code, packages
+    work = ctx.paths.work_dir
+    for orphan in t.closed_orphans:  # a run killed outright (kill -9) never wrote its own end
+        audit.record(work, "run_failed", name=cfg.name, run_id=orphan, error="process gone; marked KILLED")
+    audit.record(
+        work, "run_start", name=cfg.name, run_id=t.run_id, config_hash=ctx.config_hash, data_fingerprint=ctx.fingerprint
+    )
+    resolved = json.dumps(cfg.model_dump(mode="json"), indent=2)
+    t.log_params(flatten(cfg.model_dump(mode="json")))
+    t.set_tags({"raypipe.config_hash": ctx.config_hash, "raypipe.data_fingerprint": ctx.fingerprint})
+    t.log_text(config_text or resolved, "config.yaml")
+    t.log_text(resolved, "config.resolved.json")
+    log_code_and_env(t, code, packages, manifest.all_packages() if t.enabled else "")
     try:
+        _connect(ctx, timer, address, verbose)
         for stage in STAGES:
             if stage.enabled(ctx):
                 _run_stage(ctx, timer, cache, stage)
-    except BaseException:
-        _record_failure(ctx)
+    except BaseException as e:
+        # Read by the CLI to print the command that resumes the run.
+        # A stage's result is stored before its MLflow record: it counts as finished even when the
+        # record is what failed (a tracking outage), since the rerun reuses it.
+        e.raypipe_finished_stages = [s.name for s in STAGES if s.cached and s.name in ctx.results]
+        status = "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED"
+        error = (str(e).splitlines() or [type(e).__name__])[0][:300]
+        audit.record(work, "run_failed", name=cfg.name, run_id=t.run_id, error=error)
+        _close_failed(t, status)
         raise
     t.set_tags({"raypipe.cached_stages": ",".join(ctx.cached) or "none"})
     result = RunResult.of(ctx)
-    path = ctx.paths.runs(cfg.name) / (t.run_id or "untracked") / manifest.MANIFEST_FILE
+    path = ctx.paths.runs(cfg.name) / (t.run_id or run_name) / manifest.MANIFEST_FILE
     result.manifest_path = str(manifest.write(path, manifest.build(ctx)))
     t.log_artifact(result.manifest_path)
     audit.record(
@@ -111,39 +120,6 @@ def _run(ctx: RunContext, config_text, address, report, verbose, use_cache, reru
     t.log_text("".join(json.dumps(e, default=str) + "\n" for e in entries), "audit.jsonl")
     t.end()
     return result
-
-
-def _open_tracking(ctx: RunContext, config_text: str | None) -> Tracker:
-    """The parent MLflow run, with the config, code and environment logged, and its audit start."""
-    cfg, work = ctx.cfg, ctx.paths.work_dir
-    run_name = f"{cfg.name}-{dt.datetime.now():%Y%m%d-%H%M%S}"
-    t = Tracker(ctx.paths.tracking_uri, cfg.register.experiment, ctx.paths.artifacts, run_name, cfg.register.enabled)
-    for orphan in t.closed_orphans:  # a run killed outright (kill -9) never wrote its own end
-        audit.record(work, "run_failed", name=cfg.name, run_id=orphan, error="process gone; marked KILLED")
-    audit.record(
-        work, "run_start", name=cfg.name, run_id=t.run_id, config_hash=ctx.config_hash, data_fingerprint=ctx.fingerprint
-    )
-    resolved = json.dumps(cfg.model_dump(mode="json"), indent=2)
-    t.log_params(flatten(cfg.model_dump(mode="json")))
-    t.set_tags({"raypipe.config_hash": ctx.config_hash, "raypipe.data_fingerprint": ctx.fingerprint})
-    t.log_text(config_text or resolved, "config.yaml")
-    t.log_text(resolved, "config.resolved.json")
-    log_code_and_env(t, ctx.code, ctx.packages, manifest.all_packages() if t.enabled else "")
-    return t
-
-
-def _record_failure(ctx: RunContext) -> None:
-    """In an ``except`` block: record the failure being handled (audit, MLflow status)."""
-    e = sys.exc_info()[1]
-    # Read by the CLI to print the command that resumes the run.
-    # A stage's result is stored before its MLflow record: it counts as finished even when the
-    # record is what failed (a tracking outage), since the rerun reuses it.
-    e.raypipe_finished_stages = [s.name for s in STAGES if s.cached and s.name in ctx.results]
-    status = "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED"
-    error = (str(e).splitlines() or [type(e).__name__])[0][:300]
-    t = ctx.tracker
-    audit.record(ctx.paths.work_dir, "run_failed", name=ctx.cfg.name, run_id=t.run_id, error=error)
-    _close_failed(t, status)
 
 
 def _close_failed(t: Tracker, status: str) -> None:
@@ -200,9 +176,8 @@ def serving(cfg: PipelineConfig, serve_model: bool | None) -> bool:
     return (cfg.serve.enabled if serve_model is None else serve_model) and cfg.register.enabled
 
 
-def _connect(ctx: RunContext, timer: StageTimer, address: str | None, verbose: bool, opening: Future) -> None:
-    """Start or join Ray, check every node can see what the run needs, and split the CPUs; then
-    wait for the MLflow run ``opening`` (before the stage's own record)."""
+def _connect(ctx: RunContext, timer: StageTimer, address: str | None, verbose: bool) -> None:
+    """Start or join Ray, check every node can see what the run needs, and split the CPUs."""
     cfg = ctx.cfg
     with timer.stage("ray") as detail:
         if ctx.serving:
@@ -220,7 +195,6 @@ def _connect(ctx: RunContext, timer: StageTimer, address: str | None, verbose: b
         serve_cpus = cfg.serve.num_replicas * cfg.serve.cpus_per_replica if ctx.serving else 0.0
         ctx.session = session
         ctx.budget = CpuBudget.plan(session, cfg.train, cfg.runtime.data_cpus, serve_cpus)
-        ctx.tracker = opening.result()
 
 
 def _run_stage(ctx: RunContext, timer: StageTimer, cache: StageCache, stage) -> Any:

@@ -113,9 +113,7 @@ class RunResult:
 class StageTimer:
     """Times each stage, reports it, and records it as a nested MLflow run."""
 
-    def __init__(
-        self, report: Reporter | None, tracker: Callable[[], Any], seconds: dict[str, float], cached: list[str]
-    ) -> None:
+    def __init__(self, report: Reporter | None, tracker, seconds: dict[str, float], cached: list[str]) -> None:
         self.seconds = seconds
         self.cached = cached
         self._report = report
@@ -133,4 +131,4 @@ class StageTimer:
         text = " ".join(d for d in detail if d)
         if self._report:
             self._report(name, self.seconds[name], text)
-        self._tracker().stage(name, self.seconds[name], cached, text)
+        self._tracker.stage(name, self.seconds[name], cached, text)
