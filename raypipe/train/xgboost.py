@@ -205,25 +205,37 @@ def _single_host() -> bool:
 
 
 def _trainer_class():
-    """``XGBoostTrainer`` with raypipe's Ctrl-C, less the dataset-manager actor when the fit passes
-    no Ray Datasets.
+    """``XGBoostTrainer`` with raypipe's Ctrl-C, less two helper actors a fit does not need.
 
-    Ray Train starts that actor (a Python process, ~115 MB, for the whole fit) even for an empty
-    ``datasets``; workers reading their blocks by ref never ask it for a shard.
+    - The dataset-manager actor when the fit passes no Ray Datasets: Ray Train starts it (a Python
+      process, ~115 MB) even for an empty ``datasets``; workers reading blocks by ref never use it.
+    - The placement-group cleaner: a detached process per fit that polls the State API every second
+      and frees the workers' placement group if the controller dies. The controller waits for it to
+      start before training (measured here: 9.5 -> 7.3 s per fit). :func:`fit` frees that group
+      from the driver instead (:func:`_release_placement_groups`).
     """
     from ray.train.xgboost import XGBoostTrainer
 
     try:
         from ray.train.v2._internal.callbacks.datasets import DatasetsCallback
+        from ray.train.v2._internal.callbacks.placement_group_callback import PlacementGroupCleanerCallback
     except ImportError:  # another Ray layout: keep Ray's callbacks
-        DatasetsCallback = None  # noqa: N806
+        DatasetsCallback = PlacementGroupCleanerCallback = None  # noqa: N806
 
     class Trainer(XGBoostTrainer):
         def _create_default_callbacks(self):
             callbacks = super()._create_default_callbacks()
-            if DatasetsCallback is None or getattr(self, "datasets", None):
+            if DatasetsCallback is None:
                 return callbacks
-            return [c for c in callbacks if not isinstance(c, DatasetsCallback)]
+            drop = (
+                (PlacementGroupCleanerCallback,)
+                if getattr(self, "datasets", None)
+                else (
+                    DatasetsCallback,
+                    PlacementGroupCleanerCallback,
+                )
+            )
+            return [c for c in callbacks if not isinstance(c, drop)]
 
         def _register_sigint_handler(self, controller):
             # Ray's handler ends the process with sys.exit(0) (exit 1, no message). This one stops
@@ -237,6 +249,33 @@ def _trainer_class():
             signal.signal(signal.SIGINT, on_sigint)
 
     return Trainer
+
+
+def _live_placement_groups() -> set[str]:
+    """Ids of this job's placement groups that still hold resources."""
+    import ray
+    from ray.util import placement_group_table
+
+    job = ray.get_runtime_context().get_job_id()
+    # A placement group id ends with its creator's job id (the controller is an actor of this job).
+    return {pid for pid, pg in placement_group_table().items() if pid.endswith(job) and pg["state"] != "REMOVED"}
+
+
+def _release_placement_groups(before: set[str]) -> None:
+    """Free the placement groups this fit created and left behind.
+
+    Ray Train removes its worker group's placement group when the controller shuts down; a
+    controller that died (killed, OOM) leaves it holding the workers' CPUs until the driver exits,
+    and the next fit in a long-lived process would wait for them.
+    """
+    from ray._raylet import PlacementGroupID
+    from ray.util import remove_placement_group
+    from ray.util.placement_group import PlacementGroup
+
+    for pid in _live_placement_groups() - before:
+        log.warning("freeing placement group %s left by a Ray Train controller that did not shut down", pid)
+        with contextlib.suppress(Exception):
+            remove_placement_group(PlacementGroup(PlacementGroupID(bytes.fromhex(pid))))
 
 
 def _root_cause(e: BaseException) -> str:
@@ -329,6 +368,7 @@ def fit(
         os.environ[_PREEMPTION_WATCHER_ENV] = "0"
     main = threading.current_thread() is threading.main_thread()
     sigint = signal.getsignal(signal.SIGINT) if main else None
+    groups_before = _live_placement_groups()
     try:
         result = trainer.fit()
     except Exception as e:  # Ray wraps worker errors in several types
@@ -344,6 +384,7 @@ def fit(
             f"(nothing is registered); checkpoints of this attempt are under {storage_path}/{run_name}"
         ) from e
     finally:
+        _release_placement_groups(groups_before)
         if main:  # the trainer's handler holds this fit's controller: put the caller's back
             signal.signal(signal.SIGINT, sigint)
         if watcher_off:

@@ -132,3 +132,48 @@ def test_killed_worker_with_row_sampling_ends_within_tolerance(data, tmp_path: P
     auc_resumed = roc_auc_score(yt, predict_matrix(resumed.model, Xt))
     assert auc_clean > 0.8
     assert abs(auc_resumed - auc_clean) < 0.01
+
+
+def _processes(name: str) -> list[psutil.Process]:
+    out = []
+    for p in psutil.Process().children(recursive=True):
+        try:
+            if name in " ".join(p.cmdline()):
+                out.append(p)
+        except psutil.Error:
+            pass
+    return out
+
+
+def test_a_killed_controller_fails_the_fit_and_frees_its_workers_cpus(file_data, tmp_path: Path) -> None:
+    """Without Ray Train's cleaner actor, the driver frees the placement group a dead controller left."""
+    from raypipe.errors import TrainingError
+
+    before = xgb_train._live_placement_groups()
+    box: dict = {}
+
+    def run() -> None:
+        try:
+            box["fit"] = _fit(file_data, tmp_path, "controller", {"max_depth": 6})
+        except TrainingError as e:
+            box["error"] = e
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    snapshot = tmp_path / "controller" / "checkpoint_manager_snapshot.json"
+    deadline = time.monotonic() + 180
+    killed = None
+    while killed is None and t.is_alive() and time.monotonic() < deadline:
+        if snapshot.exists() and "checkpoint_" in snapshot.read_text() and xgb_train._live_placement_groups() - before:
+            controllers = _processes("TrainController")
+            if controllers:
+                killed = controllers[0].pid
+                os.kill(killed, signal.SIGKILL)
+        time.sleep(0.02)
+    assert killed is not None, "the fit ended (or never checkpointed) before its controller could be killed"
+    t.join(timeout=120)
+    assert "error" in box, f"the fit did not fail after its controller was killed: {box}"
+    assert xgb_train._live_placement_groups() == before
+    # The workers' CPUs are free again: the next fit gets them and finishes.
+    again = _fit(file_data, tmp_path, "after", {"max_depth": 2})
+    assert again.rounds == ROUNDS
