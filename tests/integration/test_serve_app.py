@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import socket
 import time
 from pathlib import Path
 
 import pyarrow.dataset as pads
 import pytest
+from _mlflow_store import sqlite_store
 from _serving import CONTRACT, MODEL_NAME, RECORD, Load, register_tiny_model, request
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -24,7 +26,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
     root = tmp_path_factory.mktemp("serve-store")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
+    uri = sqlite_store(root)
     register_tiny_model(uri, root, rounds=5, seed=0)
     return uri, root
 
@@ -209,11 +211,16 @@ def test_prediction_log_is_partitioned_parquet_with_the_contract_columns(served)
 
 
 def _hold_open(url: str, path: str = "/predict") -> socket.socket:
-    """A request whose body never finishes arriving: it occupies its slot until the socket closes."""
+    """A request whose body never finishes arriving: it occupies its slot until the socket closes.
+
+    32 KB of a 60 KB body (under the app's 64,000-byte limit): HAProxy holds a body until it is whole
+    or fills its 16 KB buffer, so only a body past the buffer reaches the replica unfinished (a small
+    one would wait in HAProxy).
+    """
     host, port = url.removeprefix("http://").split(":")
     s = socket.create_connection((host, int(port)), timeout=10)
-    head = f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n"
-    s.sendall(head.encode() + b"\r\n{")
+    head = f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: 60000\r\n"
+    s.sendall(head.encode() + b"\r\n[" + b" " * 32_767)
     return s
 
 
@@ -237,6 +244,27 @@ def test_past_the_queue_bound_requests_get_a_fast_503(served, store) -> None:
             s.close()
         deploy(f"models:/{MODEL_NAME}@champion", store[0], cfg)  # back to the module's settings, pass or fail
     assert _post(url + "/predict", RECORD)[0] == 200
+
+
+def test_a_slow_sender_of_a_small_body_waits_in_haproxy_and_gets_a_408(served) -> None:
+    """HAProxy holds a small body until it is whole (so a retry can replay it): a sender that stalls
+    ties up no replica, and is answered 408 after serve.request_timeout_s."""
+    from raypipe.serve.ingress import resolve_mode
+
+    if resolve_mode(ServeConfig(ingress=os.environ.get("RAYPIPE_TEST_INGRESS", "auto"))) != "haproxy":
+        pytest.skip("HAProxy ingress only")
+    url, cfg = served
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=cfg.request_timeout_s + 10) as s:
+        s.sendall(
+            b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
+        )
+        t0 = time.perf_counter()
+        assert _post(url + "/predict", RECORD)[0] == 200  # meanwhile, others are served
+        answer = s.recv(200)
+        waited = time.perf_counter() - t0
+    assert answer.startswith(b"HTTP/1.1 408"), answer
+    assert cfg.request_timeout_s - 1 <= waited <= cfg.request_timeout_s + 3, waited
 
 
 def test_reload_moves_to_the_new_champion_with_no_failed_request(served, store) -> None:

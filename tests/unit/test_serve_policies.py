@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import threading
@@ -193,7 +194,7 @@ def test_ingress_env_haproxy_by_default_private_per_process_proxy_without_binary
     cfg = tmp_path / "haproxy.cfg"
     cfg.write_text(
         "frontend p\n    bind :9101\nfrontend h\n    bind 0.0.0.0:8000\nlisten stats\n  bind *:8404\n"
-        "defaults\n    option splice-request\n    option splice-response\n"
+        "defaults\n    option splice-request\n    option splice-response\n    option redispatch 1\n"
     )
     subprocess.run([one["RAY_SERVE_HAPROXY_BINARY_PATH"], "-db", "-f", str(cfg), "-sf", "1"], check=True)
     assert cfg.read_text().split("\n")[1:6:2] == [
@@ -202,7 +203,12 @@ def test_ingress_env_haproxy_by_default_private_per_process_proxy_without_binary
         "  bind 127.0.0.1:8404",
     ]
     # Spliced requests are not kept for a retry: splicing is off.
-    assert "splice" not in cfg.read_text() and cfg.read_text().endswith("defaults\n")
+    assert "splice" not in cfg.read_text()
+    # HAProxy holds each request's body (so a retry can replay it), for at most the request timeout.
+    timeout = math.ceil(ServeConfig(ingress="haproxy").request_timeout_s)
+    assert cfg.read_text().endswith(
+        f"defaults\n    option redispatch 1\noption http-buffer-request\ntimeout http-request {timeout}s\n"
+    )
     assert (tmp_path / "args").read_text().split() == ["-db", "-f", str(cfg), "-sf", "1"]
     monkeypatch.setenv("RAY_SERVE_HAPROXY_STATS_PORT", "9999")
     three = ingress_env(ServeConfig(ingress="haproxy"))
