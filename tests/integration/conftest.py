@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from _mlflow_store import sqlite_store
 
 from raypipe.config import PipelineConfig, load_config
 
@@ -42,7 +43,7 @@ def make_config() -> Callable[..., PipelineConfig]:
 @pytest.fixture
 def tracking_uri(tmp_path: Path) -> str:
     """A fresh MLflow SQLite store in the test's tmp dir."""
-    return f"sqlite:///{tmp_path / 'mlflow.db'}"
+    return sqlite_store(tmp_path)
 
 
 @pytest.fixture(scope="session")

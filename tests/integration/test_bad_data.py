@@ -9,6 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from _mlflow_store import sqlite_store
 
 from raypipe.errors import DataError, RaypipeError, SchemaError
 from raypipe.pipeline.run import run_pipeline
@@ -51,7 +52,7 @@ def _fail(make_config, tmp_path: Path, uri: str, data: dict, expected: type[Rayp
 @pytest.fixture(scope="module")
 def tracking_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
     """One MLflow store for the module (creating a SQLite store costs a second): no test may register."""
-    return f"sqlite:///{tmp_path_factory.mktemp('bad-data-mlflow') / 'mlflow.db'}"
+    return sqlite_store(tmp_path_factory.mktemp("bad-data-mlflow"))
 
 
 @pytest.fixture(autouse=True)

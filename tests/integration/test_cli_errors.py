@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from _mlflow_store import sqlite_store
 
 from raypipe.errors import ConfigError, DataError, RaypipeError, SchemaError
 
@@ -133,7 +134,7 @@ def empty_dataset_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subproc
         empty = pa.table({"x": pa.array([], pa.float64()), "y": pa.array([], pa.bool_())})
         pq.write_table(empty, folder / f"{name}.parquet")
     config = _config(tmp, {"path": str(folder), "label": "y"}, runtime={"work_dir": str(tmp / "work"), "num_cpus": 1})
-    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    uri = sqlite_store(tmp)
     return _cli("run", str(config), "--no-serve", "--tracking-uri", uri, cwd=tmp, timeout=180), folder
 
 

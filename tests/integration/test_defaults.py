@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
+from _mlflow_store import sqlite_store
 
 from raypipe.data.datasets import traps
 from raypipe.pipeline.run import run_pipeline
@@ -24,7 +25,7 @@ def _run(make_config, tmp_path: Path, path: Path, label: str, **sections):
     sections = {"serve": {"enabled": False}, "report": {"enabled": False}, **sections}
     sections["train"] = {"num_boost_round": 300, **sections.get("train", {})}
     cfg = make_config(tmp_path / "work", {"path": str(path), "label": label}, **sections)
-    return run_pipeline(cfg, tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    return run_pipeline(cfg, tracking_uri=sqlite_store(tmp_path))
 
 
 def test_a_repeated_entity_key_is_kept_and_a_row_id_dropped(ray_session, tables, make_config, tmp_path) -> None:

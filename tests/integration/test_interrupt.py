@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from _cli_job import LONG_FIT, cli_env, raypipe, start, synth_job, wait_mid_fit
+from _mlflow_store import sqlite_store
 
 pytestmark = pytest.mark.integration
 
@@ -29,7 +30,7 @@ def test_a_signal_during_training_marks_the_run_killed_and_the_rerun_resumes(
 
     # Long enough to still be training when the signal comes.
     config = synth_job(tmp_path, "term", train=LONG_FIT)
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = sqlite_store(tmp_path)
     cmd = raypipe("run", str(config), "--tracking-uri", uri)
     proc = start(cmd, tmp_path, start_new_session=True)
     lines = wait_mid_fit(proc, tmp_path / "work")

@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as pads
 import pytest
+from _mlflow_store import sqlite_store
 from mlflow import MlflowClient
 
 from raypipe.pipeline.run import run_pipeline
@@ -60,7 +61,7 @@ def flights_run(ray_session, flights_dir: Path, make_config, tmp_path_factory: p
     from ray import serve
 
     tmp = tmp_path_factory.mktemp("e2e")
-    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    uri = sqlite_store(tmp)
     cfg = make_config(
         tmp / "work",
         {"path": str(flights_dir), "label": "delayed", "filter": "month == 1"},

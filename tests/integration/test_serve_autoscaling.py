@@ -6,6 +6,7 @@ import json
 import time
 
 import pytest
+from _mlflow_store import sqlite_store
 from _serving import MODEL_NAME, RECORD, Load, register_tiny_model
 
 from raypipe.config import ServeAutoscalingConfig, ServeConfig
@@ -31,7 +32,7 @@ def _wait_for(app: str, want: int, timeout_s: float) -> tuple[int, float]:
 def test_load_scales_replicas_up_and_back_down(ray_session, tmp_path) -> None:
     from ray import serve
 
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = sqlite_store(tmp_path)
     register_tiny_model(uri, tmp_path, rounds=5)
     cfg = ServeConfig(
         port=0,

@@ -9,6 +9,7 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
+from _mlflow_store import sqlite_store
 from _serving import MODEL_NAME, register_tiny_model, tiny_table
 
 from raypipe.errors import DataError
@@ -21,7 +22,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def scored_input(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
     root = tmp_path_factory.mktemp("batch")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
+    uri = sqlite_store(root)
     register_tiny_model(uri, root, rounds=5, seed=3)
     data = root / "input"
     for month in (1, 2):

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pyarrow.dataset as pads
 import pytest
+from _mlflow_store import sqlite_store
 from _serving import CONTRACT, MODEL_NAME, RECORD, register_tiny_model, request
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -27,7 +28,7 @@ STRICT = Contract(features=[replace(f, nullable=f.name != "weekend") for f in CO
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
     root = tmp_path_factory.mktemp("policy")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
+    uri = sqlite_store(root)
     register_tiny_model(uri, root, rounds=5, contract=STRICT)
     return uri, root
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from _mlflow_store import sqlite_store
 from _serving import MODEL_NAME, register_tiny_model
 
 from raypipe.config import ServeConfig
@@ -57,7 +58,7 @@ def test_the_replica_grpc_port_refuses_a_client_without_the_ray_token(ray_sessio
     )
 
     assert authentication_utils.is_token_auth_enabled()  # raypipe's local Ray runs with a token
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = sqlite_store(tmp_path)
     register_tiny_model(uri, tmp_path, rounds=3)
     cfg = ServeConfig(port=0, app_name="grpc-auth", log_predictions=False)
     deploy(f"models:/{MODEL_NAME}@champion", uri, cfg)

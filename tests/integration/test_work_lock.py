@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from _cli_job import cli_env, raypipe, start, synth_job
+from _mlflow_store import sqlite_store
 
 pytestmark = pytest.mark.integration
 
@@ -20,7 +21,7 @@ def test_one_run_per_work_folder_and_one_version(tmp_path: Path) -> None:
     from raypipe.registry.versions import RUN_KEY_TAG, register_bundle
 
     config = synth_job(tmp_path, "locked", train={"num_boost_round": 200})
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = sqlite_store(tmp_path)
     cmd = raypipe("run", str(config), "--tracking-uri", uri)
     first = start(cmd, tmp_path)
     waiting = None

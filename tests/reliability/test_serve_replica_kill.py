@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pyarrow.dataset as pads
 import pytest
+from _mlflow_store import sqlite_store
 from _serving import MODEL_NAME, RECORD, Load, register_tiny_model, request
 
 from raypipe.config import ServeConfig
@@ -47,7 +48,7 @@ def test_sigkill_of_a_replica_under_load_fails_at_most_0_25_percent_and_loses_no
 ) -> None:
     from ray import serve
 
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = sqlite_store(tmp_path)
     register_tiny_model(uri, tmp_path, rounds=5)
     log_root = tmp_path / "predictions"
     cfg = ServeConfig(port=0, app_name="kill", num_replicas=2, log_dir=str(log_root))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from _mlflow_store import sqlite_store
 
 from raypipe.errors import DataError, RegistryError
 
@@ -29,7 +30,7 @@ def registry(tmp_path):
     from raypipe.model import sha256
     from raypipe.registry import HASH_TAG as _HASH_TAG
 
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = sqlite_store(tmp_path)
     mlflow.set_tracking_uri(uri)
     mlflow.set_experiment("t")
     bundle = tmp_path / "bundle"
