@@ -99,13 +99,14 @@ def request(
     method: str = "POST",
     timeout_s: float = 30.0,
     content_type: str | None = "application/json",
+    headers: dict[str, str] | None = None,
 ) -> tuple[int, Any]:
     """One real HTTP request over a fresh connection; (status, JSON or raw text). ``content_type``
-    is sent with a body (``None``: no Content-Type header)."""
+    is sent with a body (``None``: no Content-Type header); ``headers`` are added."""
     parts = urlsplit(url)
     conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout_s)
     try:
-        headers = {"Content-Type": content_type} if body is not None and content_type else {}
+        headers = ({"Content-Type": content_type} if body is not None and content_type else {}) | (headers or {})
         conn.request(method, parts.path or "/", body=body, headers=headers)
         resp = conn.getresponse()
         raw = resp.read()

@@ -2,9 +2,9 @@
 
 Endpoints: ``POST /predict`` (a record or a list of records), KServe v1
 ``POST /v1/models/<name>:predict`` (another name is a 404), MLflow ``POST /invocations``,
-``GET /healthz``, ``GET /metadata``. Bodies must be JSON (a 415 otherwise), are size-limited
-before parsing and validated against the training contract; client mistakes are 4xx with the
-field named. Concurrent
+``GET /healthz`` (status, prediction log, batch sizes), ``GET /metadata``. Bodies must be JSON
+(a 415 otherwise), are size-limited before parsing and validated against the training contract;
+client mistakes are 4xx with the field named. Concurrent
 requests are scored together (``@serve.batch``: one ``inplace_predict`` per batch)
 and logged for monitoring by a background writer.
 
@@ -14,6 +14,7 @@ inject ``Request`` into the handlers.
 
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -108,7 +109,10 @@ class ModelServer:
         )
         self._max_body_bytes = s["max_body_bytes"]
         self._score.set_max_batch_size(s["max_batch_size"])
+        self._max_batch_size = s["max_batch_size"]
         self._score.set_batch_wait_timeout_s(s["batch_wait_timeout_s"])
+        # Batches formed by @serve.batch, by size (requests per inplace_predict): /healthz shows them.
+        self._batch_sizes: Counter[int] = Counter()
         self._version = self._model.version or "local"
         self._name = self._model.name or Path(model_uri).name
         self._log: PredictionLogger | None = None
@@ -131,6 +135,7 @@ class ModelServer:
     async def _score(self, tables: list[pa.Table]) -> list[np.ndarray]:
         """Every queued request's rows in one vectorised transform + ``inplace_predict``."""
         counts = [t.num_rows for t in tables]
+        self._batch_sizes[len(tables)] += 1
         table = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
         return _split(self._model.bundle.predict_table(table), counts)
 
@@ -202,7 +207,22 @@ class ModelServer:
 
     @api.get("/healthz")
     async def healthz(self) -> dict[str, Any]:
-        return {"status": "ok", "model_version": self._version, "prediction_log": self._log_stats()}
+        return {
+            "status": "ok",
+            "model_version": self._version,
+            "prediction_log": self._log_stats(),
+            "batching": self._batch_stats(),
+        }
+
+    def _batch_stats(self) -> dict[str, Any]:
+        """This replica's batches since it started: how many requests each ``inplace_predict`` served."""
+        sizes = self._batch_sizes
+        return {
+            "requests": sum(k * n for k, n in sizes.items()),
+            "batches": sum(sizes.values()),
+            "batch_sizes": {str(k): sizes[k] for k in sorted(sizes)},
+            "max_batch_size": self._max_batch_size,
+        }
 
     def _log_stats(self) -> dict[str, Any]:
         if self._log is None:

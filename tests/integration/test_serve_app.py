@@ -267,6 +267,49 @@ def test_a_slow_sender_of_a_small_body_waits_in_haproxy_and_gets_a_408(served) -
     assert cfg.request_timeout_s - 1 <= waited <= cfg.request_timeout_s + 3, waited
 
 
+def test_concurrent_distinct_requests_are_batched_and_each_gets_its_own_answer(served, store) -> None:
+    """400 different records from 16 clients at once: batches of several requests form (``/healthz``
+    counts them), and every answer is that record's own offline prediction under its own request id."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+
+    from raypipe import load_model
+
+    url, _ = served
+    tracking_uri, _ = store
+    rng = np.random.default_rng(7)
+    records = [
+        {"distance": int(d), "carrier": str(c), "weekend": bool(w)}
+        for d, c, w in zip(rng.integers(10, 5000, 400), rng.choice(["UA", "B6", "EV"], 400), rng.random(400) < 0.3)
+    ]
+    before = request(url + "/healthz", None, "GET")[1]["batching"]
+
+    def ask(i: int) -> tuple[int, dict]:
+        return request(url + "/predict", json.dumps(records[i]).encode(), headers={"x-request-id": f"req-{i}"})
+
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(ask, range(len(records))))
+    after = request(url + "/healthz", None, "GET")[1]["batching"]
+
+    assert all(status == 200 for status, _ in answers), [a for a in answers if a[0] != 200][:3]
+    assert [body["request_id"] for _, body in answers] == [f"req-{i}" for i in range(len(records))]
+    for version in {body["model_version"] for _, body in answers}:
+        offline = load_model(f"models:/{MODEL_NAME}/{version}", tracking_uri).predict(records)
+        for i, (_, body) in enumerate(answers):
+            if body["model_version"] == version:
+                assert body["prediction"] == [offline["prediction"][i]], i
+                got, want = body["probabilities"][0], offline["probabilities"][i]
+                assert got.keys() == want.keys() and all(math.isclose(got[k], want[k], abs_tol=1e-6) for k in got), i
+    # The replica's counters: every request went through a batch, and some batches held several.
+    assert after["requests"] - before["requests"] == len(records)
+    grew = {int(k): n - before["batch_sizes"].get(k, 0) for k, n in after["batch_sizes"].items()}
+    print(f"batches by size (requests per inplace_predict) for {len(records)} requests: {grew}")
+    assert sum(k * n for k, n in grew.items()) == len(records)
+    assert sum(n for k, n in grew.items() if k > 1) > 0, after
+    assert max(grew) <= after["max_batch_size"]
+
+
 def test_reload_moves_to_the_new_champion_with_no_failed_request(served, store) -> None:
     url, cfg = served
     tracking_uri, root = store
