@@ -139,10 +139,11 @@ def haproxy_binary() -> str:
 # retries above never happened (measured: a request cut by a replica SIGKILL was logged SH-- with
 # 0 retries; unspliced, +1 redispatch and a 200). And it adds ``option http-buffer-request``: HAProxy
 # replays only a request it still holds whole, so it reads the body (up to its 16 KB buffer) before
-# picking a replica. Measured: a replica SIGKILLed under load failed 1-2 of 2,000 requests without it
-# and 0 with it. A slow sender of a small body then waits in HAProxy, not in a replica's queue, for
-# at most ``timeout http-request`` (serve.request_timeout_s; Ray sets none), then gets a 408; a
-# larger body is forwarded once the buffer is full and counts against the replica's limits as before.
+# picking a replica. Measured: a replica SIGKILLed under load failed 1-2 of 2,000 requests without it;
+# with it 0, 0 and 1 in three runs (the 1: an answer cut mid-body, which no proxy can replay). A slow
+# sender of a small body then waits in HAProxy, not in a replica's queue, for at most ``timeout
+# http-request`` (serve.request_timeout_s; Ray sets none), then gets a 408; a larger body is
+# forwarded once the buffer is full and counts against the replica's limits as before.
 _WRAPPER = """#!/bin/sh
 cfg=""; prev=""
 for a in "$@"; do [ "$prev" = "-f" ] && cfg="$a"; prev="$a"; done

@@ -22,6 +22,7 @@ from raypipe.config import TrainConfig
 from raypipe.model import predict_matrix
 from raypipe.runtime import CpuBudget
 from raypipe.train import xgboost as xgb_train
+from raypipe.train._ray_train import live_placement_groups
 
 pytestmark = pytest.mark.reliability
 
@@ -149,7 +150,7 @@ def test_a_killed_controller_fails_the_fit_and_frees_its_workers_cpus(file_data,
     """Without Ray Train's cleaner actor, the driver frees the placement group a dead controller left."""
     from raypipe.errors import TrainingError
 
-    before = xgb_train._live_placement_groups()
+    before = live_placement_groups()
     box: dict = {}
 
     def run() -> None:
@@ -164,7 +165,7 @@ def test_a_killed_controller_fails_the_fit_and_frees_its_workers_cpus(file_data,
     deadline = time.monotonic() + 180
     killed = None
     while killed is None and t.is_alive() and time.monotonic() < deadline:
-        if snapshot.exists() and "checkpoint_" in snapshot.read_text() and xgb_train._live_placement_groups() - before:
+        if snapshot.exists() and "checkpoint_" in snapshot.read_text() and live_placement_groups() - before:
             controllers = _processes("TrainController")
             if controllers:
                 killed = controllers[0].pid
@@ -173,7 +174,7 @@ def test_a_killed_controller_fails_the_fit_and_frees_its_workers_cpus(file_data,
     assert killed is not None, "the fit ended (or never checkpointed) before its controller could be killed"
     t.join(timeout=120)
     assert "error" in box, f"the fit did not fail after its controller was killed: {box}"
-    assert xgb_train._live_placement_groups() == before
+    assert live_placement_groups() == before
     # The workers' CPUs are free again: the next fit gets them and finishes.
     again = _fit(file_data, tmp_path, "after", {"max_depth": 2})
     assert again.rounds == ROUNDS
