@@ -6,6 +6,7 @@ the model, and read back by serving and monitoring.
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 from dataclasses import asdict, dataclass, field
@@ -55,6 +56,8 @@ class Contract:
     weight_column: str | None = None
     version: int = 1
     notes: list[str] = field(default_factory=list)
+    example: dict[str, Any] | None = None
+    """One real row's features from the data (JSON-ready): the example of the API docs and the try-it page."""
 
     @property
     def feature_names(self) -> list[str]:
@@ -66,6 +69,12 @@ class Contract:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def example_record(self) -> dict[str, Any]:
+        """The saved real row, or (for a contract without one) a valid record built from the specs."""
+        if self.example is not None:
+            return {f.name: self.example.get(f.name) for f in self.features}
+        return {f.name: _typical(f) for f in self.features}
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Contract:
         return cls(
@@ -75,6 +84,7 @@ class Contract:
             weight_column=d.get("weight_column"),
             version=d.get("version", 1),
             notes=d.get("notes", []),
+            example=d.get("example"),
         )
 
     def save(self, path: str | Path) -> None:
@@ -101,6 +111,22 @@ class Contract:
             return cls.from_dict(yaml.safe_load(p.read_text()))
         except (OSError, yaml.YAMLError, KeyError, TypeError) as e:
             raise SchemaError(f"cannot read schema contract '{p}': {type(e).__name__}: {e}") from None
+
+
+def _typical(spec: ColumnSpec) -> Any:
+    """A value the contract accepts: the most frequent category, the middle of the training range."""
+    if spec.kind == "categorical":
+        first = spec.categories[0] if spec.categories else None
+        return int(first) if first is not None and spec.dtype.startswith(("int", "uint")) else first
+    if spec.kind == "boolean":
+        return False
+    if spec.kind == "timestamp":
+        first = datetime.datetime(2024, 1, 1)
+        return first.isoformat() if spec.format in (None, "ISO8601") else first.strftime(spec.format)
+    if spec.min is None or spec.max is None:
+        return 0
+    mid = (spec.min + spec.max) / 2
+    return int(mid) if spec.dtype.startswith(("int", "uint")) else float(f"{mid:.6g}")
 
 
 def _is_string(t: pa.DataType) -> bool:

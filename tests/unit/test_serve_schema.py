@@ -174,3 +174,13 @@ def test_multiclass_and_regression_predictions() -> None:
     assert out["prediction"] == [10, 1]
     reg = format_predictions(LabelSpec("y", "regression", "double"), np.array([1.5, -2.0], np.float32))
     assert reg == {"prediction": [1.5, -2.0]}
+
+
+def test_the_example_record_is_the_saved_row_or_a_valid_one_built_from_the_specs(parser: RequestParser) -> None:
+    built = CONTRACT.example_record()
+    table, warnings = parser.validate(built)  # every kind, a string timestamp and an int-coded category
+    assert table.num_rows == 1 and warnings == []
+    assert built["carrier"] == "UA" and built["gate"] == 7 and 17 <= built["distance"] <= 4983
+    saved = Contract.from_dict(CONTRACT.to_dict() | {"example": RECORD})
+    assert saved.example_record() == RECORD
+    assert Contract.from_dict(json.loads(json.dumps(saved.to_dict()))).example == RECORD

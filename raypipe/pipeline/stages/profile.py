@@ -92,6 +92,7 @@ def profile(ctx: RunContext, ingest: Ingested) -> Profiled:
     rows = {s: st.count - st.nulls for s, st in label.items()}
     dropped = {s: st.nulls for s, st in label.items()}
     example = json_row(_datasets.source(ctx).take_batch(3, batch_format="pyarrow"), contract)
+    contract.example = example  # saved with the model: the docs' and the try-it page's example
     return Profiled(stats_by_split, contract, rows, example, dropped, scanned.repeated_ids)
 
 
