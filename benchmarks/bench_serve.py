@@ -4,13 +4,18 @@
 
 Both sides do the same work per request (body limit, contract parser, preprocessor +
 ``inplace_predict``, the same JSON answer via orjson) on the same 8-feature, 100-tree model.
-The baseline is ``benchmarks/_fastapi_baseline.py`` under one uvicorn worker. Each Serve variant
+The baselines are ``benchmarks/_fastapi_baseline.py`` under one uvicorn worker and under as many
+workers as cores (what a user on this machine would run); the second is measured again after every
+Serve variant (interleaved: the machine's other load drifts during a run). Each Serve variant
 runs in its own child process that starts its own local Ray (2 CPUs), because the ingress mode
 is read from the environment when Ray starts. The load tool is ``wrk`` (keep-alive, loopback),
 the same for every target: concurrency 1 and 16 with one record per request, and concurrency 16
 with 100 records per request (rows/s).
 
 Variants (``--variants``), each a lever studied on its own:
+- ``default``: what ``raypipe serve`` ships (HAProxy ingress when a binary is found), 1 replica.
+- ``default-r2`` / ``default-r4``: the same with 2 / 4 replicas (0.25 CPU each).
+- ``default-r2-nobatch``: 2 replicas, ``max_batch_size=1``.
 - ``proxy``: Serve's default HTTP proxy actor -> replica (the shipped default).
 - ``proxy-nobatch``: the same with ``max_batch_size=1`` (what ``@serve.batch`` gives).
 - ``direct``: ``RAY_SERVE_ENABLE_DIRECT_INGRESS=1``: the replica itself serves HTTP.
@@ -53,6 +58,9 @@ def _haproxy() -> str:
 VARIANTS = {
     # What `raypipe serve` / `raypipe run` do: raypipe.serve.ingress.use_ingress(ServeConfig()) in the child.
     "default": ({"RAYPIPE_BENCH_DEFAULT_INGRESS": "1"}, {}),
+    "default-r2": ({"RAYPIPE_BENCH_DEFAULT_INGRESS": "1"}, {"num_replicas": 2}),
+    "default-r4": ({"RAYPIPE_BENCH_DEFAULT_INGRESS": "1"}, {"num_replicas": 4}),
+    "default-r2-nobatch": ({"RAYPIPE_BENCH_DEFAULT_INGRESS": "1"}, {"num_replicas": 2, "max_batch_size": 1}),
     "proxy": ({}, {}),
     "proxy-nobatch": ({}, {"max_batch_size": 1}),
     "direct": ({"RAY_SERVE_ENABLE_DIRECT_INGRESS": "1"}, {}),
@@ -205,13 +213,13 @@ def _stop(proc: subprocess.Popen) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
 
 
-def _fastapi(bundle: str, duration_s: int) -> dict:
+def _fastapi(bundle: str, duration_s: int, workers: int = 1) -> dict:
     port = _free_port()
     # One OpenMP thread, as Ray gives a replica with fractional CPUs: two spinning OpenMP threads on a
     # shared 2-core box made the baseline's p50 10 ms.
     env = {"RAYPIPE_BUNDLE": bundle, "PYTHONPATH": f"{ROOT}:{ROOT / 'benchmarks'}", "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "uvicorn", "_fastapi_baseline:app", "--port", str(port), "--log-level", "warning"]
-    cmd += ["--no-access-log"]
+    cmd += ["--no-access-log", "--workers", str(workers)]
     proc = _start(cmd, env)
     try:
         url = f"http://127.0.0.1:{port}"
@@ -237,7 +245,9 @@ def _serve(bundle: str, variant: str, duration_s: int) -> dict:
     proc = _start(cmd, env | {"PYTHONPATH": str(ROOT)})
     try:
         url = _wait_ready(proc)
-        return _measure(url, duration_s, close=variant == "proxy-close") | {"url": url}
+        out = _measure(url, duration_s, close=variant == "proxy-close") | {"url": url}
+        explained = _explain_c16(url, duration_s) if variant.startswith("default") else None
+        return out | ({"explain_c16": explained} if explained else {})
     finally:
         _stop(proc)
         # Ray's shutdown leaves the haproxy it started running: stop the ones this variant started.
@@ -245,10 +255,40 @@ def _serve(bundle: str, variant: str, duration_s: int) -> dict:
             os.kill(pid, signal.SIGTERM)
 
 
+def _explain_c16(url: str, duration_s: int) -> dict | None:
+    """``POST /explain`` at c=16 (one record), when the server has it: the explanation's cost under load."""
+    from _bench_model import record
+
+    body = json.dumps(record(0)).encode()
+    req = urllib.request.Request(url + "/explain", body, {"Content-Type": "application/json"})
+    try:
+        urllib.request.urlopen(req, timeout=5).close()
+    except OSError:
+        return None
+    return _wrk(url + "/explain", body, 16, duration_s)
+
+
+def _ratios(r: dict, base: dict) -> dict:
+    return {
+        "c16_throughput_x": round(r["c16"]["req_per_s"] / base["c16"]["req_per_s"], 3),
+        "c1_p50_minus_fastapi_ms": round(r["c1"]["p50_ms"] - base["c1"]["p50_ms"], 3),
+        "batch100_rows_x": round(r["batch100_c16"]["rows_per_s"] / base["batch100_c16"]["rows_per_s"], 3),
+    }
+
+
+def _mean(runs: list[dict]) -> dict:
+    """Field-wise mean of ``_measure`` results (the baseline runs either side of a variant)."""
+    out: dict = {}
+    for load in ("c1", "c16", "batch100_c16"):
+        keys = [k for k, v in runs[0][load].items() if isinstance(v, (int, float))]
+        out[load] = {k: round(sum(r[load][k] for r in runs) / len(runs), 3) for k in keys}
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--duration", type=int, default=8, help="seconds per wrk run")
-    p.add_argument("--variants", default=",".join(VARIANTS))
+    p.add_argument("--variants", default="default,default-r2,default-r4,default-r2-nobatch,proxy,direct")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "serve.json")
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -259,37 +299,53 @@ def main() -> None:
         return
     from _bench_model import build_bundle
 
+    cores = os.cpu_count() or 1
+    wide = f"fastapi-w{cores}"
+    results: dict = {}
+    ratios: dict = {}
+
+    def run(name: str, measure) -> dict:
+        try:
+            results[name] = measure()
+        except Exception as e:  # noqa: BLE001 - a lever that does not work here is a result too
+            results[name] = {"error": f"{type(e).__name__}: {e}"}
+        print(name, json.dumps(results[name]), flush=True)
+        return results[name]
+
     with tempfile.TemporaryDirectory(prefix="raypipe-bench-serve-") as tmp:
         bundle = str(build_bundle(Path(tmp) / "bundle"))
-        results: dict = {"fastapi": _fastapi(bundle, args.duration)}
-        print("fastapi", json.dumps(results["fastapi"]), flush=True)
-        for variant in args.variants.split(","):
-            try:
-                results[variant] = _serve(bundle, variant, args.duration)
-            except Exception as e:  # noqa: BLE001 - a lever that does not work here is a result too
-                results[variant] = {"error": f"{type(e).__name__}: {e}"}
-            print(variant, json.dumps(results[variant]), flush=True)
-        # The baseline once more at the end: load from other processes drifts during a run.
-        results["fastapi_end"] = _fastapi(bundle, args.duration)
-        print("fastapi_end", json.dumps(results["fastapi_end"]), flush=True)
-    base = results["fastapi"]
-    ratios = {}
-    for name, r in results.items():
-        if name.startswith("fastapi") or "error" in r:
-            continue
-        ratios[name] = {
-            "c16_throughput_x": round(r["c16"]["req_per_s"] / base["c16"]["req_per_s"], 3),
-            "c1_p50_minus_fastapi_ms": round(r["c1"]["p50_ms"] - base["c1"]["p50_ms"], 3),
-            "batch100_rows_x": round(r["batch100_c16"]["rows_per_s"] / base["batch100_c16"]["rows_per_s"], 3),
-        }
+        run("fastapi", lambda: _fastapi(bundle, args.duration))
+        before = run(f"{wide}#0", lambda: _fastapi(bundle, args.duration, cores))
+        for i, variant in enumerate(args.variants.split(","), 1):
+            r = run(variant, lambda v=variant: _serve(bundle, v, args.duration))
+            # Interleaved: the wide baseline after every variant; each variant is compared with
+            # the mean of the baseline runs either side of it.
+            after = run(f"{wide}#{i}", lambda: _fastapi(bundle, args.duration, cores))
+            if "error" in r:
+                continue
+            ratios[variant] = {
+                f"vs_{wide}": _ratios(r, _mean([before, after])),
+                "vs_fastapi_1_worker": _ratios(r, results["fastapi"]),
+            }
+            if "explain_c16" in r:
+                ratios[variant]["explain_vs_predict_c16_x"] = round(
+                    r["explain_c16"]["req_per_s"] / r["c16"]["req_per_s"], 3
+                )
+            before = after
+        run("fastapi_end", lambda: _fastapi(bundle, args.duration))
     doc = {
         "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "machine": {"cpus": cores, "python": platform.python_version()},
         "duration_s": args.duration,
         "load_tool": "wrk (keep-alive unless noted), loopback",
         "results": results,
-        "ratios_vs_fastapi": ratios,
-        "targets": {"c16_throughput_x": ">= 0.6", "c1_p50_minus_fastapi_ms": "<= 1.0"},
+        "ratios": ratios,
+        "targets": {
+            f"vs_{wide}.c16_throughput_x": ">= 1.0",
+            f"vs_{wide}.batch100_rows_x": ">= 1.0",
+            f"vs_{wide}.c1_p50_minus_fastapi_ms": "<= 0.5",
+            "explain_vs_predict_c16_x": ">= 0.5",
+        },
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, indent=2) + "\n")

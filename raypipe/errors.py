@@ -12,6 +12,7 @@ catch one class. The CLI prints ``str(err)`` as one line and exits with
     ├── RegistryError (5)    MLflow logging, registration or model loading failed
     ├── ServingError (6)     Serve deployment or the smoke request failed
     ├── BusyError (7)        another run holds the work folder's lock
+    ├── ExplainError (1)     explanations asked of a model that has none (scikit-learn)
     └── SubmitError (1)      a Ray Job could not be submitted or followed
 """
 
@@ -67,6 +68,10 @@ class BusyError(RaypipeError):
     """Another raypipe run is using the same work folder."""
 
     exit_code = 7
+
+
+class ExplainError(RaypipeError):
+    """Explanations were asked of a model that cannot give them (a scikit-learn estimator)."""
 
 
 class SubmitError(RaypipeError):

@@ -128,17 +128,26 @@ class Preprocessor:
 
     @property
     def feature_names(self) -> list[str]:
-        names = []
-        for c in self.columns:
-            if c.name in self.target:
-                names.extend(self._target_names(c.name))
-            elif c.kind == "timestamp":
-                names.extend(f"{c.name}__{p}" for p in _DATE_PARTS)
-            elif c.kind == "categorical" and self.encoding == "onehot":
-                names.extend(f"{c.name}={v}" for v in (c.categories or []))
-            else:
-                names.append(c.name)
-        return names + list(self.derived)
+        return [n for c in self.columns for n in self._names_of(c)] + list(self.derived)
+
+    def feature_sources(self) -> list[str]:
+        """The raw field each column of :attr:`feature_names` is computed from (a derived feature
+        is its own source: it reads several fields). Explanations sum contributions by it.
+
+        Example:
+            >>> prep.feature_names, prep.feature_sources()  # doctest: +SKIP
+            (['ts__year', ..., 'carrier=UA', 'gap'], ['ts', ..., 'carrier', 'gap'])
+        """
+        return [c.name for c in self.columns for _ in self._names_of(c)] + list(self.derived)
+
+    def _names_of(self, c: _Column) -> list[str]:
+        if c.name in self.target:
+            return self._target_names(c.name)
+        if c.kind == "timestamp":
+            return [f"{c.name}__{p}" for p in _DATE_PARTS]
+        if c.kind == "categorical" and self.encoding == "onehot":
+            return [f"{c.name}={v}" for v in (c.categories or [])]
+        return [c.name]
 
     @property
     def feature_types(self) -> list[str]:

@@ -91,7 +91,8 @@ def serve_cmd(
         f"Roll it to a new {uri.rpartition('@')[2] or 'version'} with: raypipe serve {target} --reload --address {gcs}"
     )
     serve_until_stopped(
-        f"Serving {pinned} on {endpoint} (POST /predict, /v1/models/<name>:predict, /invocations) — Ctrl-C to stop."
+        f"Serving {pinned} on {endpoint} (POST /predict, /explain, /v1/models/<name>:predict, /invocations) "
+        "— Ctrl-C to stop."
     )
     shutdown_local()
 
@@ -139,6 +140,12 @@ def predict(
             "(null prediction). Default: serve.out_of_range's.",
         ),
     ] = None,
+    explain: Annotated[
+        bool,
+        typer.Option(
+            "--explain", help="Add contribution__<field> columns: each raw field's share of the margin (XGBoost)."
+        ),
+    ] = False,
 ) -> None:
     """Batch-score Parquet, a SQL table/query or an Iceberg table with a registered model on Ray Data
     (actor pool; same preprocessor as serving), into Parquet and/or a SQL or Iceberg table."""
@@ -172,6 +179,7 @@ def predict(
             partition_cols=partition_by,
             address=address,
             out_of_range=policy,
+            explain=explain,
         )
     except Exception as e:  # noqa: BLE001 - one line for everything
         shutdown_local()

@@ -1,17 +1,24 @@
 """The Ray Serve application: a FastAPI ingress over the verified model bundle.
 
-Endpoints: ``POST /predict`` (a record or a list of records), KServe v1
+Endpoints: ``POST /predict`` (a record or a list of records), ``POST /explain`` (the same, plus
+each field's contribution to each record's margin; also ``/predict`` with ``{"records": ...,
+"explain": true}``), KServe v1
 ``POST /v1/models/<name>:predict`` (another name is a 404), MLflow ``POST /invocations``,
-``GET /healthz`` (status, prediction log, batch sizes), ``GET /metadata``. Bodies must be JSON
+``GET /healthz`` (status, prediction log, batch sizes), ``GET /metadata``, and ``GET /``, a
+self-contained page to try the model (``raypipe.serve.page``). ``GET /openapi.json`` is built per
+replica from the contract and the validation policies, and ``GET /docs`` is Swagger UI over it
+with its assets served from here (``raypipe.serve.openapi``; FastAPI's own, fieldless document and
+CDN-loaded ``/docs`` and ``/redoc`` are off). Bodies must be JSON
 (a 415 otherwise), are size-limited before parsing and validated against the training contract;
 client mistakes are 4xx with the field named. Concurrent
-requests are scored together (``@serve.batch``: one ``inplace_predict`` per batch)
-and logged for monitoring by a background writer.
+requests are scored together (``@serve.batch``: one ``inplace_predict`` per batch; explanations
+in their own queue, one ``pred_contribs`` per batch) and logged for monitoring by a background writer.
 
 No ``from __future__ import annotations`` here: FastAPI must see real types to
 inject ``Request`` into the handlers.
 """
 
+import asyncio
 import time
 import uuid
 from collections import Counter
@@ -27,11 +34,17 @@ from ray import serve
 
 from raypipe.config import ServeConfig
 from raypipe.data.records import RequestError, RequestParser
+from raypipe.errors import ExplainError
+from raypipe.explain import check_explainable
 from raypipe.model import format_predictions
 from raypipe.registry import load_model
+from raypipe.serve.openapi import DOCS_CSP, docs_asset, docs_html, openapi_document
+from raypipe.serve.page import render_page
 from raypipe.serve.predlog import PredictionLogger
 
-api = FastAPI(title="raypipe model server")
+# FastAPI's own /openapi.json would list no fields (the handlers read the raw Request) and its
+# /docs, /redoc load JS from a CDN: the replica serves its own (``raypipe.serve.openapi``).
+api = FastAPI(title="raypipe model server", openapi_url=None, docs_url=None, redoc_url=None)
 
 
 # Module-level helpers sit above the deployment: Serve ships the class by value,
@@ -82,8 +95,43 @@ def _check_json(content_type: str | None) -> None:
         )
 
 
+def _operations(router: Any) -> set[tuple[str, str]]:
+    """``(method, path)`` of every route; FastAPI >= 0.137 nests included routers (Serve includes
+    the class's routes that way)."""
+    found = set()
+    for route in router.routes:
+        inner = getattr(route, "original_router", None)
+        if inner is not None:
+            found |= _operations(inner)
+        for method in getattr(route, "methods", None) or ():
+            found.add((method.lower(), route.path))
+    return found
+
+
 def _split(scores: np.ndarray, counts: list[int]) -> list[np.ndarray]:
     return np.split(scores, np.cumsum(counts)[:-1]) if len(counts) > 1 else [scores]
+
+
+def _unwrap_explain(payload: Any, features: list[str]) -> tuple[Any, bool]:
+    """``{"records": <record or list>, "explain": true}`` -> (records, explain); any other body is
+    the records themselves (so is a record of a contract with a field named ``records``)."""
+    if not isinstance(payload, dict) or "records" not in payload or "records" in features:
+        return payload, False
+    explain, extra = payload.get("explain", False), sorted(set(payload) - {"records", "explain"})
+    if extra or not isinstance(explain, bool):
+        name = extra[0] if extra else "explain"
+        msg = f"unknown key '{name}' beside 'records'" if extra else "'explain' must be true or false"
+        raise RequestError(422, msg, [{"field": name, "msg": msg, "type": "request_wrapper"}])
+    return payload["records"], explain
+
+
+def _check_explainable(model: Any) -> None:
+    try:
+        check_explainable(model)
+    except ExplainError as e:
+        raise RequestError(
+            422, e.message, [{"field": "explain", "msg": e.message, "type": "unsupported_model"}]
+        ) from None
 
 
 @serve.deployment
@@ -111,10 +159,14 @@ class ModelServer:
         self._score.set_max_batch_size(s["max_batch_size"])
         self._max_batch_size = s["max_batch_size"]
         self._score.set_batch_wait_timeout_s(s["batch_wait_timeout_s"])
+        self._explain.set_max_batch_size(s["max_batch_size"])
+        self._explain.set_batch_wait_timeout_s(s["batch_wait_timeout_s"])
         # Batches formed by @serve.batch, by size (requests per inplace_predict): /healthz shows them.
         self._batch_sizes: Counter[int] = Counter()
         self._version = self._model.version or "local"
         self._name = self._model.name or Path(model_uri).name
+        self._page = render_page(contract, self._name, self._version)  # once: the contract is fixed
+        self._openapi: bytes | None = None  # built on the first GET /openapi.json, once the routes are known
         self._log: PredictionLogger | None = None
         if s["log_predictions"] and s["log_dir"]:
             self._log = PredictionLogger(
@@ -139,6 +191,15 @@ class ModelServer:
         table = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
         return _split(self._model.bundle.predict_table(table), counts)
 
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.0)
+    async def _explain(self, tables: list[pa.Table]) -> list[tuple[list[dict[str, Any]], str]]:
+        """Queued requests' rows explained together (one DMatrix + ``pred_contribs``), in a thread:
+        XGBoost releases the GIL, so the replica keeps answering meanwhile."""
+        table = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
+        ex = await asyncio.to_thread(self._model.bundle.explain_table, table)
+        records, ends = ex.records(), np.cumsum([t.num_rows for t in tables]).tolist()
+        return [(records[a:b], ex.units) for a, b in zip([0, *ends], ends)]
+
     async def _body(self, request: Request) -> bytes:
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > self._max_body_bytes:
@@ -151,23 +212,33 @@ class ModelServer:
             chunks.append(chunk)
         return b"".join(chunks)
 
-    async def _answer(self, request: Request, unwrap, shape) -> Response:
-        """Shared path of every predict protocol: limit, parse, validate, predict, shape, log."""
+    async def _answer(self, request: Request, unwrap, shape, explain: bool | None = False) -> Response:
+        """Shared path of every predict protocol: limit, parse, validate, predict, shape, log.
+
+        ``explain``: True always adds explanations, None when the body's wrapper asks (``/predict``)."""
         arrival_ms = int(time.time() * 1000)
         t0 = time.perf_counter()
         request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
         try:
             _check_json(request.headers.get("content-type"))
             payload = self._parser.load_json(await self._body(request))
+            if explain is not False:
+                payload, asked = _unwrap_explain(payload, self._model.bundle.contract.feature_names)
+                explain = explain or asked
             table, warnings = self._parser.validate(unwrap(payload))
+            if explain:
+                _check_explainable(self._model.bundle.model)
         except RequestError as e:
             return _json(e.body() | {"request_id": request_id}, e.status)
         scores = await self._score(table)
         out = format_predictions(self._model.bundle.preprocessor.label, scores)
+        ex = await self._explain(table) if explain else None
         ms = (time.perf_counter() - t0) * 1000
         if self._log is not None:
             self._log.log(request_id, arrival_ms, self._version, ms, table, scores, warnings)
         body = shape(out, request_id, ms)
+        if ex is not None:
+            body |= {"explanations": ex[0], "explanation_units": ex[1]}
         if warnings:  # only when flagged: the common answer keeps its shape
             body["warnings"] = warnings
         return _json(body)
@@ -182,8 +253,14 @@ class ModelServer:
 
     @api.post("/predict")
     async def predict(self, request: Request) -> Response:
-        """One record or a list of records -> predictions (+ probabilities), model version, request id."""
-        return await self._answer(request, lambda p: p, self._full)
+        """One record or a list of records -> predictions (+ probabilities), model version, request id;
+        ``{"records": ..., "explain": true}`` answers as ``/explain``."""
+        return await self._answer(request, lambda p: p, self._full, explain=None)
+
+    @api.post("/explain")
+    async def explain(self, request: Request) -> Response:
+        """``/predict``'s bodies and answer plus per-record, per-field contributions (XGBoost models)."""
+        return await self._answer(request, lambda p: p, self._full, explain=True)
 
     @api.post("/v1/models/{name}:predict")
     async def kserve_v1(self, name: str, request: Request) -> Response:
@@ -204,6 +281,41 @@ class ModelServer:
     def model_info(self) -> dict[str, Any]:
         """For ``deploy.reload`` through a handle: which model this replica serves."""
         return {"model_uri": self._model.uri, "model_version": self._version, "model_name": self._model.name}
+
+    @api.get("/", include_in_schema=False)
+    async def page(self) -> Response:
+        """The try-it page: a form from the contract that posts to /explain (or /predict)."""
+        return Response(self._page, media_type="text/html; charset=utf-8")
+
+    @api.get("/openapi.json", include_in_schema=False)
+    async def openapi(self, request: Request) -> Response:
+        """This replica's OpenAPI document: the contract's fields under its validation policies."""
+        if self._openapi is None:
+            doc = openapi_document(
+                self._model.bundle.contract,
+                self._parser,
+                model_name=self._name,
+                model_version=self._version,
+                operations=_operations(request.app),
+            )
+            self._openapi = orjson.dumps(doc)
+        return Response(self._openapi, media_type="application/json")
+
+    @api.get("/docs", include_in_schema=False)
+    async def docs(self, request: Request) -> Response:
+        """Swagger UI over ``/openapi.json``, its files served from here (nothing from other hosts)."""
+        root = request.scope.get("root_path", "").rstrip("/")
+        page = docs_html(root + "/openapi.json", root + "/docs", f"{self._name} - raypipe API")
+        return Response(page, media_type="text/html; charset=utf-8", headers={"Content-Security-Policy": DOCS_CSP})
+
+    @api.get("/docs/{asset}", include_in_schema=False)
+    async def docs_file(self, asset: str) -> Response:
+        found = docs_asset(asset)
+        if found is None:
+            msg = f"no docs asset '{asset}'"
+            return _json({"error": msg, "detail": [{"field": "asset", "msg": msg, "type": "not_found"}]}, 404)
+        body, media = found
+        return Response(body, media_type=media, headers={"Cache-Control": "public, max-age=86400"})
 
     @api.get("/healthz")
     async def healthz(self) -> dict[str, Any]:

@@ -14,6 +14,10 @@ The serving policy applies per row: a value a request would get a 422 for (NaN/i
 a field never null in training) leaves that row's prediction and score null; a value outside
 the training range is scored (``out_of_range: flag``) or left null (``reject``); either way
 its field is named in ``warnings``.
+
+With ``explain`` (XGBoost models), each raw field's contribution to the row's margin is added as
+``contribution__<field>`` (float64) plus ``contribution__base`` (:mod:`raypipe.explain`); rows left
+unscored get nulls there too.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import pyarrow.compute as pc
 from raypipe.data.domain import out_of_domain, row_fields, wrong_kind
 from raypipe.data.schema import Contract
 from raypipe.errors import DataError
+from raypipe.explain import check_explainable
 from raypipe.model import Bundle, prediction_columns
 from raypipe.registry import load_model
 
@@ -54,19 +59,21 @@ class _ScoreWriter:
     sha256 pins, no MLflow import); elsewhere it downloads the pinned version itself.
     """
 
-    def __init__(self, model: _ModelCopy, output_dir: str, partition_cols: list[str], out_of_range: str) -> None:
+    def __init__(
+        self, model: _ModelCopy, output_dir: str, partition_cols: list[str], out_of_range: str, explain: bool = False
+    ) -> None:
         import ray
 
         if ray.get_runtime_context().get_node_id() == model.node_id and Path(model.folder).is_dir():
             self._bundle = Bundle.load(model.folder, expected=model.hashes)
         else:
             self._bundle = load_model(model.uri, model.tracking_uri).bundle
-        self._out, self._keys, self._policy = output_dir, partition_cols, out_of_range
+        self._out, self._keys, self._policy, self._explain = output_dir, partition_cols, out_of_range, explain
         self._token = uuid.uuid4().hex[:12]
         self._blocks = 0
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        scored = score_table(self._bundle, batch, self._policy)
+        scored = score_table(self._bundle, batch, self._policy, self._explain)
         name = f"part-{self._token}-{self._blocks:05d}"
         self._blocks += 1
         write_scored(scored, self._out, self._keys, name)
@@ -93,18 +100,25 @@ def write_scored(table: pa.Table, output_dir: str, partition_cols: list[str], na
     )
 
 
-def score_table(bundle, table: pa.Table, out_of_range: Literal["reject", "flag"] = "flag") -> pa.Table:
-    """``table`` plus ``prediction``, ``score`` and ``warnings`` (the in-process path, shared with the actors)."""
+def score_table(
+    bundle, table: pa.Table, out_of_range: Literal["reject", "flag"] = "flag", explain: bool = False
+) -> pa.Table:
+    """``table`` plus ``prediction``, ``score`` and ``warnings`` (the in-process path, shared with the actors),
+    and with ``explain`` the ``contribution__*`` columns."""
     prediction, score = prediction_columns(bundle.contract.label, bundle.predict_table(table))
     wrong, ranged = wrong_kind(table, bundle.contract), out_of_domain(table, bundle.contract)
     refused = [*wrong.values(), *(ranged.values() if out_of_range == "reject" else ())]
-    if refused:
-        drop = pa.array(np.logical_or.reduce(refused))
-        prediction = pc.if_else(drop, pa.scalar(None, prediction.type), prediction)
-        score = pc.if_else(drop, pa.scalar(None, score.type), score)
+    drop = np.logical_or.reduce(refused) if refused else None
+    if drop is not None:
+        prediction = pc.if_else(pa.array(drop), pa.scalar(None, prediction.type), prediction)
+        score = pc.if_else(pa.array(drop), pa.scalar(None, score.type), score)
     warnings = row_fields(table.num_rows, wrong, ranged)
     scored = table.append_column("prediction", prediction).append_column("score", score)
-    return scored.append_column("warnings", warnings)
+    scored = scored.append_column("warnings", warnings)
+    if explain:
+        for name, values in bundle.explain_table(table).columns().items():
+            scored = scored.append_column(name, pa.array(values, pa.float64(), mask=drop))
+    return scored
 
 
 @dataclass(frozen=True)
@@ -130,6 +144,7 @@ def score_parquet(
     partition_cols: list[str] | None = None,
     address: str | None = None,
     out_of_range: Literal["reject", "flag"] = "flag",
+    explain: bool = False,
 ) -> ScoreResult:
     """Score a Parquet folder with an actor pool and write partitioned Parquet.
 
@@ -147,10 +162,12 @@ def score_parquet(
         address: the Ray cluster to join when Ray is not connected yet.
         out_of_range: ``flag`` scores values outside the training range, ``reject`` leaves their
             prediction null; both name the field in the ``warnings`` column (``serve.out_of_range``).
+        explain: add ``contribution__<field>`` and ``contribution__base`` columns (XGBoost models).
 
     Raises:
         DataError: the input is missing or lacks contract columns, or the output folder is not empty.
         RegistryError: the model cannot be loaded or fails verification.
+        ExplainError: ``explain`` with a scikit-learn model (before Ray starts).
 
     Example:
         >>> score_parquet("models:/flights@champion", uri, "data/", "scored/")  # doctest: +SKIP
@@ -170,11 +187,13 @@ def score_parquet(
     with tempfile.TemporaryDirectory(prefix="raypipe-score-") as tmp:
         loaded = load_model(pinned, tracking_uri, dst=tmp)  # downloaded and verified once, here
         keys = _check_columns(source, loaded.bundle.contract, input_path, partition_cols)
+        if explain:
+            check_explainable(loaded.bundle.model)
         if not ray.is_initialized():
             connect(address, log_to_driver=False)
         node = ray.get_runtime_context().get_node_id()
         model = _ModelCopy(pinned, tracking_uri, str(loaded.folder), node, loaded.bundle.hashes)
-        rows = _score(model, source, out, keys, actors, cpus_per_actor, out_of_range)
+        rows = _score(model, source, out, keys, actors, cpus_per_actor, out_of_range, explain)
     return ScoreResult(pinned, rows, str(out), time.perf_counter() - t0)
 
 
@@ -194,7 +213,14 @@ def _check_columns(source, contract: Contract, input_path: str, partition_cols: 
 
 
 def _score(
-    model: _ModelCopy, source, out: Path, keys: list[str], actors: int, cpus_per_actor: float, out_of_range: str
+    model: _ModelCopy,
+    source,
+    out: Path,
+    keys: list[str],
+    actors: int,
+    cpus_per_actor: float,
+    out_of_range: str,
+    explain: bool = False,
 ) -> int:
     import ray.data
 
@@ -203,7 +229,7 @@ def _score(
     # Whole blocks per call (one file's rows or a row group): one predict and one file each.
     written = ingest.read(source).map_batches(
         _ScoreWriter,
-        fn_constructor_args=(model, str(out), keys, out_of_range),
+        fn_constructor_args=(model, str(out), keys, out_of_range, explain),
         batch_format="pyarrow",
         batch_size=None,
         compute=ray.data.ActorPoolStrategy(size=actors),

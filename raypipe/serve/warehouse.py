@@ -55,12 +55,14 @@ def predict(
     partition_cols: list[str] | None = None,
     address: str | None = None,
     out_of_range: Literal["reject", "flag"] = "flag",
+    explain: bool = False,
 ) -> PredictResult:
     """Score ``source`` with a registered model into Parquet (``output_dir``) and/or ``sink``.
 
     Args:
         run_id: the rows' run id; scoring again with the same id replaces them. Default: a new id.
         out_of_range: the serving policy for values outside the training range (``serve.out_of_range``).
+        explain: add per-field ``contribution__*`` columns (XGBoost models; see ``score_parquet``).
 
     Raises:
         DataError, SchemaError: the input or the sink is unreachable, missing or unfit.
@@ -101,6 +103,7 @@ def predict(
             partition_cols=partition_cols,
             address=address,
             out_of_range=out_of_range,
+            explain=explain,
         )
         version = model_version(scored.model_uri)
         written = None

@@ -1,0 +1,541 @@
+"""The served API's OpenAPI document, built from the model's contract, and a self-contained ``/docs`` page.
+
+The handlers read the raw ``Request`` (speed, and ``RequestParser``'s field-named 4xx), so FastAPI
+sees no fields. The document is built here from the contract and from the parser's own validation
+policies: what the server rejects is a hard constraint (``enum``, ``minimum``/``maximum``,
+``multipleOf``, ``additionalProperties: false``); what it only flags or scores as missing is
+described (``x-training-range``, ``x-categories``, the description) and constrains nothing.
+
+OpenAPI 3.0.3, not FastAPI's 3.1: the Swagger UI that ``swagger-ui-bundle`` ships (4.15) renders
+3.0 only. Its assets are served by the replica from that package, so ``/docs`` loads nothing from
+other hosts (and its validator badge, which would call validator.swagger.io, is off).
+
+    openapi_document(contract, parser, ...)   the whole document, for ``GET /openapi.json``
+    record_schema(contract, parser)           one record: a property per feature
+    docs_html(openapi_url, assets_url, title) the Swagger UI page
+    docs_asset(name)                          (bytes, media type) of one of its assets, or None
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import html
+import json
+from collections.abc import Collection, Sequence
+from typing import Any
+
+import numpy as np
+
+from raypipe.data.records import RequestError, RequestParser
+from raypipe.data.schema import ColumnSpec, Contract
+from raypipe.model import format_predictions
+
+__all__ = ["DOC_ASSETS", "DOCS_CSP", "docs_asset", "docs_html", "openapi_document", "record_schema"]
+
+_JSON = "application/json"
+_REF = "#/components/schemas/"
+OPTIONAL_OPERATIONS = (("post", "/explain"), ("get", "/"))
+"""Documented only when the app routes them (``operations``): they are added by other modules."""
+DOC_ASSETS = {"swagger-ui-bundle.js": "text/javascript", "swagger-ui.css": "text/css", "favicon-32x32.png": "image/png"}
+"""The Swagger UI files ``/docs`` loads; nothing else from the package is served."""
+DOCS_CSP = (
+    "default-src 'none'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'"
+)
+"""``/docs``'s Content-Security-Policy: the browser itself refuses any other host (Swagger UI styles
+inline and draws its icons as data: SVGs; the one inline script starts it)."""
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": _REF + name}
+
+
+def _whole(dtype: str) -> bool:
+    return dtype.startswith(("int", "uint"))
+
+
+def _int_coded(spec: ColumnSpec) -> bool:
+    return _whole(spec.dtype) and all(c.lstrip("-").isdigit() for c in spec.categories or [])
+
+
+def _numeric(spec: ColumnSpec, reject: bool, notes: list[str]) -> dict[str, Any]:
+    s: dict[str, Any] = {"type": "number"}
+    bounds = {k: v for k, v in (("min", spec.min), ("max", spec.max)) if v is not None}
+    if bounds:
+        span = f"{spec.min:g}..{spec.max:g}" if len(bounds) == 2 else ", ".join(f"{k} {v:g}" for k, v in bounds.items())
+        if reject:
+            s |= {"minimum": spec.min} if spec.min is not None else {}
+            s |= {"maximum": spec.max} if spec.max is not None else {}
+            notes.append(f"training range {span}: outside it is a 422")
+        else:
+            s["x-training-range"] = bounds
+            notes.append(f"training range {span}: outside it is scored and named in `warnings`")
+    if _whole(spec.dtype):
+        if reject:
+            s["multipleOf"] = 1
+            notes.append("whole numbers only")
+        else:
+            notes.append("a fraction is named in `warnings`")
+    return s
+
+
+def _categorical(spec: ColumnSpec, reject: bool, notes: list[str]) -> dict[str, Any]:
+    int_coded = _int_coded(spec)
+    levels: list[Any] = [int(c) for c in spec.categories or []] if int_coded else list(spec.categories or [])
+    s: dict[str, Any] = {"type": "integer" if int_coded else "string"}
+    if int_coded:
+        notes.append('int-coded: 7 or "7"')
+    if reject and levels:
+        # OpenAPI 3.0: a nullable enum lists null among its values.
+        s["enum"] = levels + [None] if spec.nullable else levels
+        notes.append(f"one of the {len(levels)} trained levels: another is a 422")
+    else:
+        s["x-categories"] = levels
+        notes.append(f"{len(levels)} trained levels; another is scored as missing (as rare levels were in training)")
+    return s
+
+
+def _timestamp(spec: ColumnSpec, notes: list[str]) -> dict[str, Any]:
+    if spec.format:  # trained on strings: sent as such a string, parsed with the training format
+        notes.append(f"a date string in the training format {spec.format}")
+        return {"type": "string", "x-strptime-format": spec.format}
+    notes.append("ISO 8601 date-time")
+    return {"type": "string", "format": "date-time"}
+
+
+def _feature(spec: ColumnSpec, parser: RequestParser, example: Any) -> dict[str, Any]:
+    notes: list[str] = [f"{spec.kind} ({spec.dtype} in training)"]
+    if spec.kind == "numeric":
+        s = _numeric(spec, parser.out_of_range == "reject", notes)
+    elif spec.kind == "categorical":
+        s = _categorical(spec, parser.unseen_categories == "reject", notes)
+    elif spec.kind == "boolean":
+        s = {"type": "boolean"}
+    else:
+        s = _timestamp(spec, notes)
+    if spec.nullable:
+        s["nullable"] = True
+        notes.append("null: missing")
+    else:
+        notes.append("never null in training: null is a 422")
+    s["description"] = "; ".join(notes)
+    if example is not None:
+        s["example"] = example
+    return s
+
+
+def _example(contract: Contract, parser: RequestParser) -> dict[str, Any]:
+    """The contract's real row, unless the active policies reject it (an untrained level, say):
+    then a record built from the specs, which they accept."""
+    record = contract.example_record()
+    try:
+        parser.validate(record)
+    except RequestError:
+        record = dataclasses.replace(contract, example=None).example_record()
+    return record
+
+
+def record_schema(contract: Contract, parser: RequestParser) -> dict[str, Any]:
+    """One record as a JSON Schema object: a property per feature, as ``parser`` validates it.
+
+    Example:
+        >>> record_schema(contract, RequestParser(contract))["properties"]["carrier"]  # doctest: +SKIP
+        {'type': 'string', 'x-categories': ['UA', 'B6', 'EV'], 'description': '...', 'example': 'UA'}
+    """
+    example = _example(contract, parser)
+    reject = parser.unknown_fields == "reject"
+    return {
+        "title": "Record",
+        "type": "object",
+        "description": "One row of features, as in training. "
+        + ("A field not listed here is a 422." if reject else "A field not listed here is ignored."),
+        "properties": {f.name: _feature(f, parser, example.get(f.name)) for f in contract.features},
+        "required": contract.feature_names,
+        "additionalProperties": not reject,
+        "example": example,
+    }
+
+
+def _label_schema(contract: Contract) -> dict[str, Any]:
+    label = contract.label
+    if label.task == "regression":
+        return {"type": "number"}
+    classes = label.classes or []
+    if label.dtype == "bool":
+        return {"type": "boolean"}
+    if label.dtype.startswith(("int", "uint", "float", "double")):
+        kind = "integer" if all(c.lstrip("-").isdigit() for c in classes) else "number"
+        return {"type": kind, "enum": [int(c) if kind == "integer" else float(c) for c in classes]}
+    return {"type": "string", "enum": list(classes)}
+
+
+def _probability_keys(contract: Contract) -> list[str]:
+    """The keys of one record's ``probabilities``, exactly as ``format_predictions`` writes them
+    (a bool label's are ``False``/``True``, not the contract's ``false``/``true``)."""
+    k = len(contract.label.classes or [])
+    scores = np.zeros(1) if contract.label.task == "binary" else np.full((1, k), 1 / max(k, 1))
+    return list(format_predictions(contract.label, scores)["probabilities"][0])
+
+
+def _schemas(contract: Contract, parser: RequestParser, explain: bool) -> dict[str, dict[str, Any]]:
+    record = record_schema(contract, parser)
+    example = record["example"]
+    records = {
+        "type": "array",
+        "items": _ref("Record"),
+        "minItems": 1,
+        "maxItems": parser.max_records,
+        "description": f"1 to {parser.max_records} records (more is a 413).",
+        "example": [example],
+    }
+    field_error = {
+        "type": "object",
+        "description": "One problem, or one flagged value, naming its record and field.",
+        "properties": {
+            "record": {"type": "integer", "description": "index of the record in the request"},
+            "field": {"type": "string"},
+            "msg": {"type": "string"},
+            "type": {"type": "string", "example": "out_of_range"},
+            "value": {"type": "number", "description": "the flagged value (warnings)"},
+        },
+        "required": ["field", "msg", "type"],
+    }
+    label = _label_schema(contract) | {"description": f"`{contract.label.name}` ({contract.label.task})"}
+    predict = {
+        "type": "object",
+        "properties": {
+            "prediction": {"type": "array", "items": label, "description": "one per record, in order"},
+            "model_name": {"type": "string", "nullable": True},
+            "model_version": {"type": "string", "nullable": True},
+            "request_id": {"type": "string", "description": "the X-Request-Id header, or a generated one"},
+            "latency_ms": {"type": "number"},
+            "warnings": {
+                "type": "array",
+                "items": _ref("FieldError"),
+                "description": "present only when a value was flagged (out_of_range: flag)",
+            },
+        },
+        "required": ["prediction", "model_name", "model_version", "request_id", "latency_ms"],
+    }
+    if contract.label.task != "regression":
+        names = _probability_keys(contract)
+        per_class = {n: {"type": "number", "minimum": 0, "maximum": 1} for n in names}
+        predict["properties"]["probabilities"] = {
+            "type": "array",
+            "description": "per record: the probability of each class",
+            "items": {"type": "object", "properties": per_class, "required": names, "additionalProperties": False},
+        }
+        predict["required"].append("probabilities")
+    schemas: dict[str, dict[str, Any]] = {
+        "Record": record,
+        "Records": records,
+        "PredictRequest": {"oneOf": [_ref("Record"), _ref("Records")], "description": "a record or a list of them"},
+        "PredictResponse": predict,
+        "KServeRequest": {
+            "type": "object",
+            "properties": {"instances": _ref("Records")},
+            "required": ["instances"],
+            "example": {"instances": [example]},
+        },
+        "MlflowRequest": {
+            "description": "MLflow's scoring protocol: `dataframe_records` (read first) or `dataframe_split`.",
+            "anyOf": [
+                {
+                    "type": "object",
+                    "properties": {"dataframe_records": _ref("Records")},
+                    "required": ["dataframe_records"],
+                },
+                {
+                    "type": "object",
+                    "properties": {
+                        "dataframe_split": {
+                            "type": "object",
+                            "properties": {
+                                "columns": {"type": "array", "items": {"type": "string"}},
+                                "data": {"type": "array", "items": {"type": "array", "items": {}}},
+                            },
+                            "required": ["columns", "data"],
+                            "description": "each row of `data` has one value per column, fields as in Record",
+                        }
+                    },
+                    "required": ["dataframe_split"],
+                },
+            ],
+            "example": {"dataframe_split": {"columns": list(example), "data": [list(example.values())]}},
+        },
+        "PredictionsResponse": {
+            "type": "object",
+            "properties": {"predictions": predict["properties"]["prediction"], "warnings": _ref("Warnings")},
+            "required": ["predictions"],
+        },
+        "Warnings": predict["properties"]["warnings"],
+        "FieldError": field_error,
+        "Error": {
+            "type": "object",
+            "properties": {
+                "error": {"type": "string", "description": "every problem in one line"},
+                "detail": {"type": "array", "items": _ref("FieldError")},
+                "request_id": {"type": "string"},
+            },
+            "required": ["error", "detail"],
+        },
+        "NotFound": {
+            "type": "object",
+            "properties": {"detail": {"type": "string", "example": "Not Found"}},
+            "required": ["detail"],
+        },
+        "Health": {
+            "type": "object",
+            "properties": {
+                "status": {"type": "string", "enum": ["ok"]},
+                "model_version": {"type": "string"},
+                "prediction_log": {"type": "object", "properties": {"enabled": {"type": "boolean"}}},
+                "batching": {
+                    "type": "object",
+                    "properties": {
+                        "requests": {"type": "integer"},
+                        "batches": {"type": "integer"},
+                        "batch_sizes": {"type": "object", "additionalProperties": {"type": "integer"}},
+                        "max_batch_size": {"type": "integer"},
+                    },
+                },
+            },
+            "required": ["status", "model_version", "prediction_log", "batching"],
+        },
+        "Metadata": {
+            "type": "object",
+            "properties": {
+                "model_name": {"type": "string", "nullable": True},
+                "model_version": {"type": "string", "nullable": True},
+                "model_uri": {"type": "string"},
+                "run_id": {"type": "string", "nullable": True},
+                "task": {"type": "string", "enum": ["binary", "multiclass", "regression"]},
+                "classes": {"type": "array", "items": {"type": "string"}, "nullable": True},
+                "schema": {"type": "object", "description": "the training contract"},
+                "validation": {"type": "object", "additionalProperties": {"type": "string"}},
+                "prediction_log": {"type": "object"},
+            },
+            "required": ["model_name", "model_version", "model_uri", "task", "schema", "validation"],
+        },
+    }
+    if explain:
+        _add_explain(schemas, contract)
+    return schemas
+
+
+def _add_explain(schemas: dict[str, dict[str, Any]], contract: Contract) -> None:
+    """``POST /explain``'s answer, and ``/predict``'s ``{records, explain}`` wrapper (none for a
+    contract with a field named ``records``: such a body is a record)."""
+    schemas["Explanation"] = {
+        "type": "object",
+        "properties": {
+            "base": {"type": "number", "description": "the margin before any field is known"},
+            "contributions": {
+                "type": "object",
+                "properties": {f: {"type": "number"} for f in contract.feature_names},
+                "additionalProperties": {"type": "number"},
+                "description": "per field (a derived feature under its own name); they add up to margin - base",
+            },
+            "margin": {"type": "number"},
+            "explained_class": {"type": "string", "nullable": True, "description": "null for regression"},
+        },
+        "required": ["base", "contributions", "margin", "explained_class"],
+    }
+    predict = schemas["PredictResponse"]
+    predict["properties"] |= {
+        "explanations": {"type": "array", "items": _ref("Explanation"), "description": "one per record, when asked"},
+        "explanation_units": {"type": "string", "enum": ["log-odds", "value"], "description": "the margin's units"},
+    }
+    schemas["ExplainResponse"] = {
+        "allOf": [_ref("PredictResponse"), {"required": ["explanations", "explanation_units"]}]
+    }
+    if "records" in contract.feature_names:
+        return
+    schemas["ExplainRequest"] = {
+        "type": "object",
+        "description": "records with an explain flag (another key is a 422)",
+        "properties": {
+            "records": {"oneOf": [_ref("Record"), _ref("Records")]},
+            "explain": {"type": "boolean", "default": False, "description": "add `explanations` to the answer"},
+        },
+        "required": ["records"],
+        "additionalProperties": False,
+    }
+    schemas["PredictRequest"]["oneOf"].append(_ref("ExplainRequest"))
+    schemas["PredictRequest"]["description"] += ", or `{records, explain}`"
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    why = {
+        400: "the body is not JSON",
+        404: "another model name",
+        413: "the body or the record count is over the limit",
+        415: "the Content-Type is not JSON",
+        422: "a record does not fit the contract: `detail` names each field",
+    }
+    out = {str(c): {"description": why[c], "content": {_JSON: {"schema": _ref("Error")}}} for c in codes}
+    if 404 in codes:  # a name with "/" matches no route: FastAPI's own 404 answers it
+        out["404"]["description"] += " (FastAPI's `{detail}` for a name no route matches, one with '/')"
+        out["404"]["content"][_JSON]["schema"] = {"anyOf": [_ref("Error"), _ref("NotFound")]}
+    return out
+
+
+_REQUEST_ID = {
+    "name": "X-Request-Id",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string"},
+    "description": "echoed as `request_id` (and in the prediction log)",
+}
+
+
+def _post(
+    summary: str,
+    request: str,
+    response: str,
+    examples: dict[str, Any],
+    *codes: int,
+    path: Sequence[dict[str, Any]] = (),
+) -> dict[str, Any]:
+    return {
+        "summary": summary,
+        "parameters": [*path, _REQUEST_ID],
+        "requestBody": {
+            "required": True,
+            "content": {_JSON: {"schema": _ref(request), "examples": {k: {"value": v} for k, v in examples.items()}}},
+        },
+        "responses": {"200": {"description": "scored", "content": {_JSON: {"schema": _ref(response)}}}}
+        | _errors(400, 413, 415, 422, *codes),
+    }
+
+
+def _get(summary: str, schema: dict[str, Any], media: str = _JSON) -> dict[str, Any]:
+    return {"summary": summary, "responses": {"200": {"description": summary, "content": {media: {"schema": schema}}}}}
+
+
+def openapi_document(
+    contract: Contract,
+    parser: RequestParser,
+    *,
+    model_name: str,
+    model_version: str,
+    operations: Collection[tuple[str, str]] = (),
+) -> dict[str, Any]:
+    """The OpenAPI 3.0 document of a replica serving ``contract`` under ``parser``'s policies.
+
+    Args:
+        contract: the served model's training contract.
+        parser: the replica's request parser: its policies decide which constraints are hard.
+        model_name: the served name (the KServe path's ``{name}``).
+        model_version: shown in the document's ``info.version``.
+        operations: ``(method, path)`` pairs the app routes; of ``OPTIONAL_OPERATIONS`` only these
+            are documented (``POST /explain`` and the ``/predict`` explain wrapper, ``GET /``).
+
+    Example:
+        >>> parser = RequestParser(contract)  # doctest: +SKIP
+        >>> doc = openapi_document(contract, parser, model_name="tiny", model_version="1")  # doctest: +SKIP
+        >>> doc["components"]["schemas"]["Record"]["required"]  # doctest: +SKIP
+        ['distance', 'carrier', 'weekend']
+    """
+    explain = ("post", "/explain") in operations
+    schemas = _schemas(contract, parser, explain)
+    example = schemas["Record"]["example"]
+    examples = {"one record": example, "a list of records": [example, example]}
+    paths: dict[str, Any] = {
+        "/predict": {
+            "post": _post("Predict: a record or a list of records", "PredictRequest", "PredictResponse", examples)
+        },
+        "/v1/models/{name}:predict": {
+            "post": _post(
+                "KServe v1: `{instances: [records]}`",
+                "KServeRequest",
+                "PredictionsResponse",
+                {"instances": {"instances": [example]}},
+                404,
+                path=[
+                    {
+                        "name": "name",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string"},
+                        "example": model_name,
+                        "description": f"the served model: `{model_name}`",
+                    }
+                ],
+            )  # fmt: skip
+        },
+        "/invocations": {
+            "post": _post(
+                "MLflow scoring: `dataframe_records` or `dataframe_split`",
+                "MlflowRequest",
+                "PredictionsResponse",
+                {
+                    "dataframe_records": {"dataframe_records": [example]},
+                    "dataframe_split": {
+                        "dataframe_split": {"columns": list(example), "data": [list(example.values())]}
+                    },
+                },
+            )  # fmt: skip
+        },
+        "/healthz": {"get": _get("Liveness, prediction log and batching of this replica", _ref("Health"))},
+        "/metadata": {"get": _get("The model, its contract and the validation policies", _ref("Metadata"))},
+    }
+    if explain:
+        paths["/explain"] = {
+            "post": _post("Predict and explain: per-field contributions", "PredictRequest", "ExplainResponse", examples)
+        }
+    if ("get", "/") in operations:
+        paths["/"] = {"get": _get("The try-it page: a form built from the contract", {"type": "string"}, "text/html")}
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": f"{model_name} (raypipe model server)",
+            "version": str(model_version),
+            "description": (
+                f"Predicts `{contract.label.name}` ({contract.label.task}) from {len(contract.features)} fields. "
+                f"Validation: unknown_fields={parser.unknown_fields}, unseen_categories={parser.unseen_categories}, "
+                f"out_of_range={parser.out_of_range}."
+            ),
+        },
+        "paths": paths,
+        "components": {"schemas": schemas},
+    }
+
+
+def docs_html(openapi_url: str, assets_url: str, title: str) -> str:
+    """Swagger UI over ``openapi_url``, its files from ``assets_url``: every operation and model expanded."""
+    config = {
+        "url": openapi_url,
+        "dom_id": "#swagger-ui",
+        "layout": "BaseLayout",
+        "deepLinking": True,
+        "docExpansion": "full",
+        "defaultModelRendering": "model",  # request bodies open on their fields, not an example
+        "defaultModelsExpandDepth": 4,
+        "defaultModelExpandDepth": 4,
+        "showExtensions": True,
+        "showCommonExtensions": True,
+        "validatorUrl": None,  # the badge would send the document to validator.swagger.io
+    }
+    script = json.dumps(config).replace("<", "\\u003c")
+    a = html.escape(assets_url, quote=True)
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<link rel="stylesheet" href="{a}/swagger-ui.css">
+<link rel="icon" type="image/png" href="{a}/favicon-32x32.png">
+</head><body><div id="swagger-ui"></div>
+<script src="{a}/swagger-ui-bundle.js"></script>
+<script>window.ui = SwaggerUIBundle(Object.assign({script}, {{presets: [SwaggerUIBundle.presets.apis]}}));</script>
+</body></html>
+"""
+
+
+@functools.cache
+def docs_asset(name: str) -> tuple[bytes, str] | None:
+    """One of ``DOC_ASSETS`` from the swagger-ui-bundle package, with its media type; None for any other name."""
+    if name not in DOC_ASSETS:
+        return None
+    from swagger_ui_bundle import swagger_ui_path
+
+    return (swagger_ui_path / name).read_bytes(), DOC_ASSETS[name]
