@@ -35,6 +35,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -299,6 +300,8 @@ def main() -> None:
         return
     from _bench_model import build_bundle
 
+    if shutil.which("wrk") is None:
+        raise SystemExit("bench_serve.py needs the wrk load tool: apt-get install wrk")
     cores = os.cpu_count() or 1
     wide = f"fastapi-w{cores}"
     results: dict = {}
