@@ -90,6 +90,29 @@ def register_tiny_model(
     return version
 
 
+def tiny_store(root: Path, contract: Contract = CONTRACT) -> tuple[str, Path]:
+    """A fresh MLflow store under ``root`` with the tiny model (5 rounds) registered as champion."""
+    from _mlflow_store import sqlite_store
+
+    uri = sqlite_store(root)
+    register_tiny_model(uri, root, rounds=5, seed=0, contract=contract)
+    return uri, root
+
+
+@contextmanager
+def deployed(tracking_uri: str, app_name: str, **settings: Any) -> Iterator[str]:
+    """The tiny champion served as ``app_name`` on a free port (its URL), deleted afterwards."""
+    from ray import serve
+
+    from raypipe.config import ServeConfig
+    from raypipe.serve.deploy import deploy
+
+    try:
+        yield deploy(f"models:/{MODEL_NAME}@champion", tracking_uri, ServeConfig(port=0, app_name=app_name, **settings))
+    finally:
+        serve.delete(app_name)
+
+
 # --- HTTP --------------------------------------------------------------------------
 
 

@@ -66,8 +66,8 @@ def hash_column(col: pa.ChunkedArray | pa.Array) -> np.ndarray:
 
 def row_hash(table: pa.Table, key: list[str], seed: int) -> np.ndarray:
     """A uint64 per row from the key columns and the seed."""
-    h = np.full(table.num_rows, np.uint64(seed) * _MIX + np.uint64(1), dtype=np.uint64)
-    with np.errstate(over="ignore"):
+    with np.errstate(over="ignore"):  # multiplication mod 2**64 is the mixing
+        h = np.full(table.num_rows, np.uint64(seed) * _MIX + np.uint64(1), dtype=np.uint64)
         for name in key:
             h = (h ^ hash_column(table.column(name))) * _MIX
             h ^= h >> np.uint64(31)

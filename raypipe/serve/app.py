@@ -38,7 +38,8 @@ from raypipe.errors import ExplainError
 from raypipe.explain import check_explainable
 from raypipe.model import format_predictions
 from raypipe.registry import load_model
-from raypipe.serve.openapi import DOCS_CSP, docs_asset, docs_html, openapi_document
+from raypipe.serve.docs import DOCS_CSP, docs_asset, docs_html
+from raypipe.serve.openapi import openapi_document
 from raypipe.serve.page import render_page
 from raypipe.serve.predlog import PredictionLogger
 

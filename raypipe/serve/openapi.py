@@ -6,22 +6,16 @@ policies: what the server rejects is a hard constraint (``enum``, ``minimum``/``
 ``multipleOf``, ``additionalProperties: false``); what it only flags or scores as missing is
 described (``x-training-range``, ``x-categories``, the description) and constrains nothing.
 
-OpenAPI 3.0.3, not FastAPI's 3.1: the Swagger UI that ``swagger-ui-bundle`` ships (4.15) renders
-3.0 only. Its assets are served by the replica from that package, so ``/docs`` loads nothing from
-other hosts (and its validator badge, which would call validator.swagger.io, is off).
+OpenAPI 3.0.3, not FastAPI's 3.1: the Swagger UI that ``/docs`` serves (:mod:`raypipe.serve.docs`,
+from ``swagger-ui-bundle``, 4.15) renders 3.0 only.
 
     openapi_document(contract, parser, ...)   the whole document, for ``GET /openapi.json``
     record_schema(contract, parser)           one record: a property per feature
-    docs_html(openapi_url, assets_url, title) the Swagger UI page
-    docs_asset(name)                          (bytes, media type) of one of its assets, or None
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
-import html
-import json
 from collections.abc import Collection, Sequence
 from typing import Any
 
@@ -31,20 +25,12 @@ from raypipe.data.records import RequestError, RequestParser
 from raypipe.data.schema import ColumnSpec, Contract
 from raypipe.model import format_predictions
 
-__all__ = ["DOC_ASSETS", "DOCS_CSP", "docs_asset", "docs_html", "openapi_document", "record_schema"]
+__all__ = ["openapi_document", "record_schema"]
 
 _JSON = "application/json"
 _REF = "#/components/schemas/"
 OPTIONAL_OPERATIONS = (("post", "/explain"), ("get", "/"))
 """Documented only when the app routes them (``operations``): they are added by other modules."""
-DOC_ASSETS = {"swagger-ui-bundle.js": "text/javascript", "swagger-ui.css": "text/css", "favicon-32x32.png": "image/png"}
-"""The Swagger UI files ``/docs`` loads; nothing else from the package is served."""
-DOCS_CSP = (
-    "default-src 'none'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
-    "img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'"
-)
-"""``/docs``'s Content-Security-Policy: the browser itself refuses any other host (Swagger UI styles
-inline and draws its icons as data: SVGs; the one inline script starts it)."""
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -501,41 +487,3 @@ def openapi_document(
         "paths": paths,
         "components": {"schemas": schemas},
     }
-
-
-def docs_html(openapi_url: str, assets_url: str, title: str) -> str:
-    """Swagger UI over ``openapi_url``, its files from ``assets_url``: every operation and model expanded."""
-    config = {
-        "url": openapi_url,
-        "dom_id": "#swagger-ui",
-        "layout": "BaseLayout",
-        "deepLinking": True,
-        "docExpansion": "full",
-        "defaultModelRendering": "model",  # request bodies open on their fields, not an example
-        "defaultModelsExpandDepth": 4,
-        "defaultModelExpandDepth": 4,
-        "showExtensions": True,
-        "showCommonExtensions": True,
-        "validatorUrl": None,  # the badge would send the document to validator.swagger.io
-    }
-    script = json.dumps(config).replace("<", "\\u003c")
-    a = html.escape(assets_url, quote=True)
-    return f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
-<link rel="stylesheet" href="{a}/swagger-ui.css">
-<link rel="icon" type="image/png" href="{a}/favicon-32x32.png">
-</head><body><div id="swagger-ui"></div>
-<script src="{a}/swagger-ui-bundle.js"></script>
-<script>window.ui = SwaggerUIBundle(Object.assign({script}, {{presets: [SwaggerUIBundle.presets.apis]}}));</script>
-</body></html>
-"""
-
-
-@functools.cache
-def docs_asset(name: str) -> tuple[bytes, str] | None:
-    """One of ``DOC_ASSETS`` from the swagger-ui-bundle package, with its media type; None for any other name."""
-    if name not in DOC_ASSETS:
-        return None
-    from swagger_ui_bundle import swagger_ui_path
-
-    return (swagger_ui_path / name).read_bytes(), DOC_ASSETS[name]

@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pyarrow.dataset as pads
 import pytest
-from _mlflow_store import sqlite_store
-from _serving import CONTRACT, MODEL_NAME, RECORD, Load, register_tiny_model, request
+from _serving import CONTRACT, MODEL_NAME, RECORD, Load, register_tiny_model, request, tiny_store
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -25,10 +24,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
-    root = tmp_path_factory.mktemp("serve-store")
-    uri = sqlite_store(root)
-    register_tiny_model(uri, root, rounds=5, seed=0)
-    return uri, root
+    return tiny_store(tmp_path_factory.mktemp("serve-store"))
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -12,11 +13,7 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
-from _mlflow_store import sqlite_store
-from _serving import CONTRACT, MODEL_NAME, RECORD, register_tiny_model, request, tiny_table
-
-from raypipe.config import ServeConfig
-from raypipe.serve.deploy import deploy
+from _serving import CONTRACT, MODEL_NAME, RECORD, deployed, request, tiny_store, tiny_table
 
 pytestmark = pytest.mark.integration
 
@@ -26,20 +23,13 @@ FIELDS = set(CONTRACT.feature_names)
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
-    root = tmp_path_factory.mktemp("explain-store")
-    uri = sqlite_store(root)
-    register_tiny_model(uri, root, rounds=5, seed=0)
-    return uri, root
+    return tiny_store(tmp_path_factory.mktemp("explain-store"))
 
 
 @pytest.fixture(scope="module")
-def served(ray_session, store) -> str:
-    from ray import serve
-
-    cfg = ServeConfig(port=0, app_name="explain")
-    url = deploy(f"models:/{MODEL_NAME}@champion", store[0], cfg)
-    yield url
-    serve.delete(cfg.app_name)
+def served(ray_session, store) -> Iterator[str]:
+    with deployed(store[0], "explain") as url:
+        yield url
 
 
 def _post(url: str, obj) -> tuple[int, dict]:

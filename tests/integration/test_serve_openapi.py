@@ -15,15 +15,12 @@ import socketserver
 import subprocess
 import threading
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from _mlflow_store import sqlite_store
-from _serving import MODEL_NAME, RECORD, register_tiny_model, request
-
-from raypipe.config import ServeConfig
-from raypipe.serve.deploy import deploy
+from _serving import MODEL_NAME, RECORD, deployed, request, tiny_store
 
 pytestmark = pytest.mark.integration
 
@@ -35,21 +32,13 @@ ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
-    root = tmp_path_factory.mktemp("openapi-store")
-    uri = sqlite_store(root)
-    register_tiny_model(uri, root, rounds=5, seed=0)
-    return uri, root
+    return tiny_store(tmp_path_factory.mktemp("openapi-store"))
 
 
 @pytest.fixture(scope="module")
-def served(ray_session, store) -> str:
-    from ray import serve
-
-    tracking_uri, root = store
-    cfg = ServeConfig(port=0, app_name="openapi", log_dir=str(root / "predictions"))
-    url = deploy(f"models:/{MODEL_NAME}@champion", tracking_uri, cfg)
-    yield url
-    serve.delete(cfg.app_name)
+def served(ray_session, store) -> Iterator[str]:
+    with deployed(store[0], "openapi", log_dir=str(store[1] / "predictions")) as url:
+        yield url
 
 
 def test_openapi_lists_the_contract_fields_and_the_fastapi_defaults_are_off(served) -> None:

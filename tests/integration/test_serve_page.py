@@ -10,14 +10,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _mlflow_store import sqlite_store
-from _serving import CONTRACT, MODEL_NAME, register_tiny_model, request, tiny_table
-
-from raypipe.config import ServeConfig
-from raypipe.serve.deploy import deploy
+from _serving import CONTRACT, MODEL_NAME, deployed, request, tiny_store, tiny_table
 
 pytestmark = pytest.mark.integration
 
@@ -39,20 +36,13 @@ if CHROMIUM is None:
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
-    root = tmp_path_factory.mktemp("page-store")
-    uri = sqlite_store(root)
-    register_tiny_model(uri, root, rounds=5, seed=0, contract=PAGE_CONTRACT)
-    return uri, root
+    return tiny_store(tmp_path_factory.mktemp("page-store"), PAGE_CONTRACT)
 
 
 @pytest.fixture(scope="module")
-def served(ray_session, store) -> str:
-    from ray import serve
-
-    cfg = ServeConfig(port=0, app_name="page")
-    url = deploy(f"models:/{MODEL_NAME}@champion", store[0], cfg)
-    yield url
-    serve.delete(cfg.app_name)
+def served(ray_session, store) -> Iterator[str]:
+    with deployed(store[0], "page") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -99,6 +99,7 @@ FORBIDDEN = {
     "raypipe.data": ("raypipe.train", "raypipe.registry", "raypipe.serve", "raypipe.monitor", "raypipe.pipeline"),
     "raypipe.features": ("raypipe.train", "raypipe.registry", "raypipe.serve", "raypipe.pipeline"),
     "raypipe.model": ("raypipe.train", "raypipe.registry", "raypipe.serve", "raypipe.pipeline", "raypipe.monitor"),
+    "raypipe.explain": ("raypipe.train", "raypipe.registry", "raypipe.serve", "raypipe.pipeline", "raypipe.monitor"),
     "raypipe.train": ("raypipe.serve", "raypipe.pipeline", "raypipe.monitor"),
     "raypipe.registry": ("raypipe.serve", "raypipe.pipeline", "raypipe.monitor", "raypipe.cli"),
     "raypipe.serve": ("raypipe.pipeline", "raypipe.monitor", "raypipe.train"),

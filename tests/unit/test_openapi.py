@@ -11,7 +11,8 @@ import pytest
 from raypipe.data.records import RequestError, RequestParser
 from raypipe.data.schema import ColumnSpec, Contract, LabelSpec
 from raypipe.model import format_predictions
-from raypipe.serve.openapi import DOC_ASSETS, docs_asset, docs_html, openapi_document, record_schema
+from raypipe.serve.docs import DOC_ASSETS, docs_asset, docs_html
+from raypipe.serve.openapi import openapi_document, record_schema
 
 CONTRACT = Contract(
     features=[
