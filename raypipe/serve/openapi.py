@@ -29,6 +29,8 @@ __all__ = ["openapi_document", "record_schema"]
 
 _JSON = "application/json"
 _REF = "#/components/schemas/"
+DESCRIBED_LEVELS = 50
+"""Levels listed in ``x-categories`` when unseen ones are accepted (an ``enum`` lists them all)."""
 OPTIONAL_OPERATIONS = (("post", "/explain"), ("get", "/"))
 """Documented only when the app routes them (``operations``): they are added by other modules."""
 
@@ -77,8 +79,16 @@ def _categorical(spec: ColumnSpec, reject: bool, notes: list[str]) -> dict[str, 
         s["enum"] = levels + [None] if spec.nullable else levels
         notes.append(f"one of the {len(levels)} trained levels: another is a 422")
     else:
-        s["x-categories"] = levels
-        notes.append(f"{len(levels)} trained levels; another is scored as missing (as rare levels were in training)")
+        # Described, not a constraint: the most frequent levels only (a 4,000-level id made /docs a wall).
+        s["x-categories"] = levels[:DESCRIBED_LEVELS]
+        more = (
+            f" (the {DESCRIBED_LEVELS} most frequent listed; all in /metadata)"
+            if len(levels) > DESCRIBED_LEVELS
+            else ""
+        )
+        notes.append(
+            f"{len(levels)} trained levels{more}; another is scored as missing (as rare levels were in training)"
+        )
     return s
 
 

@@ -196,3 +196,18 @@ def test_a_hard_constraint_is_one_the_parser_rejects_and_a_described_one_is_not(
         strict.validate(record)
     assert e.value.status == 422
     assert lenient.validate(record)[0].num_rows == 1
+
+
+def test_a_many_level_field_lists_its_most_frequent_levels_unless_they_are_an_enum() -> None:
+    levels = [f"N{i:04d}" for i in range(120)]
+    contract = Contract(
+        features=[ColumnSpec("tailnum", "categorical", "string", categories=levels)],
+        label=LabelSpec("y", "binary", "bool", classes=["false", "true"]),
+    )
+    described = record_schema(contract, RequestParser(contract))["properties"]["tailnum"]
+    assert (
+        described["x-categories"] == levels[:50]
+        and "120 trained levels (the 50 most frequent" in described["description"]
+    )
+    strict = record_schema(contract, RequestParser(contract, unseen_categories="reject"))["properties"]["tailnum"]
+    assert strict["enum"] == [*levels, None]  # a constraint lists every level (and null: nullable)
