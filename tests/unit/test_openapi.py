@@ -12,7 +12,8 @@ from raypipe.data.records import RequestError, RequestParser
 from raypipe.data.schema import ColumnSpec, Contract, LabelSpec
 from raypipe.model import format_predictions
 from raypipe.serve.docs import DOC_ASSETS, docs_asset, docs_html
-from raypipe.serve.openapi import openapi_document, record_schema
+from raypipe.serve.openapi import openapi_document
+from raypipe.serve.record_schema import record_schema
 
 CONTRACT = Contract(
     features=[
