@@ -80,6 +80,7 @@ def run(
     from raypipe.pipeline.run import run_pipeline
 
     cfg = config if isinstance(config, PipelineConfig) else load_config(config)
+    ray_before = _ray_running()
     try:
         return run_pipeline(
             cfg,
@@ -93,7 +94,7 @@ def run(
         )
     finally:
         if not serve:
-            _stop_local_ray()
+            _stop_local_ray(ray_before)
 
 
 def plan(
@@ -141,6 +142,7 @@ def score(
     from raypipe.serve.batch import score_parquet
 
     uri = resolve_paths(tracking_uri=tracking_uri, create=False).tracking_uri
+    ray_before = _ray_running()
     try:
         return score_parquet(
             str(model),
@@ -153,7 +155,7 @@ def score(
             address=address,
         )
     finally:
-        _stop_local_ray()
+        _stop_local_ray(ray_before)
 
 
 def run_monitor(
@@ -175,6 +177,7 @@ def run_monitor(
     from raypipe.monitor.job import run_monitor as _run_monitor
 
     cfg = config if isinstance(config, PipelineConfig) else load_config(config)
+    ray_before = _ray_running()
     try:
         return _run_monitor(
             cfg,
@@ -189,16 +192,23 @@ def run_monitor(
             work_dir=work_dir,
         )
     finally:
-        _stop_local_ray()
+        _stop_local_ray(ray_before)
 
 
-def _stop_local_ray() -> None:
-    """Stop the Ray (and its HAProxy) this process started; a cluster it joined keeps running."""
+def _ray_running() -> bool:
+    import ray
+
+    return ray.is_initialized()
+
+
+def _stop_local_ray(ray_before: bool) -> None:
+    """Stop the Ray (and its HAProxy) this call started; a cluster it joined, or a Ray that was
+    already up (an earlier ``run(serve=True)`` still serving, a notebook's own), keeps running."""
     import ray
 
     from raypipe.runtime import owns_ray
 
-    if owns_ray():
+    if not ray_before and owns_ray():
         ray.shutdown()
         from raypipe.serve.ingress import stop_haproxy
 

@@ -6,6 +6,7 @@ import json
 import os
 from collections.abc import Callable, Iterable
 
+import _haproxy_log
 import pyarrow as pa
 import pytest
 
@@ -68,6 +69,8 @@ def ray_session():
     from raypipe.config import ServeConfig
     from raypipe.serve.ingress import use_ingress
 
+    # HAProxy's access log, so a fault test can say which hop failed a request (read when Ray starts).
+    runtime.add_local_ray_env({"RAY_SERVE_HAPROXY_LOG_TARGET": _haproxy_log.start().target})
     # Serve tests run through the default ingress, as `raypipe run` and `raypipe serve` do.
     use_ingress(ServeConfig(ingress=os.environ.get("RAYPIPE_TEST_INGRESS", "auto")))
     session = runtime.connect(num_cpus=2)
@@ -84,8 +87,16 @@ def ray_session():
             from raypipe.serve.ingress import stop_haproxy
 
             stop_haproxy()
+            _haproxy_log.stop()
             if saved is not None:
                 os.environ["RAY_ADDRESS"] = saved
+
+
+@pytest.fixture(scope="session")
+def haproxy_log(ray_session) -> _haproxy_log.SyslogCollector:
+    """HAProxy's access log for the session's Ray (empty under another ingress)."""
+    assert _haproxy_log.collector is not None
+    return _haproxy_log.collector
 
 
 @pytest.fixture(scope="session")

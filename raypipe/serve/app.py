@@ -165,6 +165,7 @@ class ModelServer:
         # Batches formed by @serve.batch, by size (requests per inplace_predict): /healthz shows them.
         self._batch_sizes: Counter[int] = Counter()
         self._version = self._model.version or "local"
+        self._replica = serve.get_replica_context().replica_id.unique_id  # which replica answered /healthz
         self._name = self._model.name or Path(model_uri).name
         self._page = render_page(contract, self._name, self._version)  # once: the contract is fixed
         self._openapi: bytes | None = None  # built on the first GET /openapi.json, once the routes are known
@@ -323,6 +324,7 @@ class ModelServer:
         return {
             "status": "ok",
             "model_version": self._version,
+            "replica": self._replica,
             "prediction_log": self._log_stats(),
             "batching": self._batch_stats(),
         }

@@ -110,15 +110,20 @@ def deploy(model_uri: str, tracking_uri: str | None, cfg: ServeConfig) -> str:
     except Exception as e:
         raise ServingError(f"deploying '{model_uri}' on Ray Serve failed: {e}".splitlines()[0]) from e
     base = f"http://{host}:{port}"
-    wait_routable(base)
+    wait_routable(base, replicas=cfg.num_replicas if cfg.autoscaling is None else cfg.autoscaling.min_replicas)
     return base
 
 
-def wait_routable(base: str, timeout_s: float = 60.0) -> None:
-    """Wait until ``GET base/healthz`` reaches the app.
+def wait_routable(base: str, timeout_s: float = 60.0, replicas: int = 1, spread_s: float = 15.0) -> None:
+    """Wait until ``GET base/healthz`` reaches the app, and reaches ``replicas`` distinct replicas.
 
     ``serve.run`` returns once the replicas are up, but the HTTP ingress learns the route a
     moment later (HAProxy mode reloads its config): a request sent at once could get 404.
+    It also learns each replica separately, and a client connection opened before the last
+    reload stays on the HAProxy process that knew only the first replica: a keep-alive client
+    then reached one replica only, and when that one died its requests fell back to Serve's
+    proxy (500s in a full-suite run). Waiting up to ``spread_s`` more for every replica to
+    answer fresh connections avoids that; past it, a warning, since the app does serve.
 
     Raises:
         ServingError: no 200 from /healthz within ``timeout_s``.
@@ -129,20 +134,40 @@ def wait_routable(base: str, timeout_s: float = 60.0) -> None:
     start = time.monotonic()
     deadline = start + timeout_s
     last = ""
+    seen: set[str] = set()
     while True:
         try:
             with urllib.request.urlopen(url, timeout=5) as resp:
                 if resp.status == 200:
-                    log.debug("%s answered after %.2f s (before: %s)", url, time.monotonic() - start, last or "-")
-                    return
+                    if not seen:  # routable: from now on only the spread is waited for
+                        deadline = min(deadline, time.monotonic() + spread_s)
+                    seen.add(_replica_of(resp.read()))
+                    if len(seen) >= replicas:
+                        log.debug("%s answered after %.2f s (before: %s)", url, time.monotonic() - start, last or "-")
+                        return
+                    if time.monotonic() > deadline:
+                        log.warning("%d of %d replicas reached through %s", len(seen), replicas, url)
+                        return
+                    time.sleep(0.05)
+                    continue
                 last = f"HTTP {resp.status}"
         except urllib.error.HTTPError as e:
             last = f"HTTP {e.code}"
         except (urllib.error.URLError, OSError) as e:
             last = str(e)
         if time.monotonic() > deadline:
+            if seen:
+                log.warning("%d of %d replicas reached through %s (then: %s)", len(seen), replicas, url, last)
+                return
             raise ServingError(f"the app is deployed but {url} did not answer within {timeout_s:.0f} s ({last})")
         time.sleep(0.1)
+
+
+def _replica_of(body: bytes) -> str:
+    try:
+        return str(json.loads(body).get("replica"))
+    except (ValueError, AttributeError):  # not our app's /healthz: one replica as far as we can tell
+        return ""
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,10 @@ def _python_example() -> str:
 
 
 def test_readme_python_example_runs(ray_session, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import ray
+
     monkeypatch.chdir(tmp_path)  # the example's default work folder is ./.raypipe
+    gcs = ray.get_runtime_context().gcs_address
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         exec(compile(_python_example(), str(README), "exec"), {})
@@ -32,3 +35,6 @@ def test_readme_python_example_runs(ray_session, tmp_path: Path, monkeypatch: py
     assert lines[2].startswith("{'prediction': [") and "'probabilities': [{" in lines[2]
     assert lines[3].startswith("refused: record 0 field 'num_0'"), lines[3]
     assert (tmp_path / ".raypipe" / "mlflow.db").is_file()
+    # run() stops only a Ray it started: this one was up before (it stopped it, once, and every
+    # test after this one ran on an implicit Ray without the session's settings).
+    assert ray.is_initialized() and ray.get_runtime_context().gcs_address == gcs

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import signal
@@ -255,6 +256,42 @@ def test_wait_routable_waits_through_404_until_the_app_answers() -> None:
             wait_routable(f"http://127.0.0.1:{server.server_port}", timeout_s=1)
     finally:
         server.shutdown()
+
+
+def test_wait_routable_waits_until_every_replica_answers_then_gives_up_with_a_warning(caplog) -> None:
+    """A client that connects before the ingress knows every replica stays on one: deploy waits for all."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from raypipe.serve.deploy import wait_routable
+
+    answers: list[str] = []
+    replicas = iter(["a"] * 5 + ["b"] * 100)
+
+    class Ingress(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            answers.append(next(replicas))
+            body = json.dumps({"status": "ok", "replica": answers[-1]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Ingress)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{server.server_port}"
+        wait_routable(base, timeout_s=10, replicas=2)
+        assert answers == ["a"] * 5 + ["b"]
+        replicas = iter(["a"] * 1000)  # the second replica never becomes reachable
+        with caplog.at_level(logging.WARNING, logger="raypipe.serve.deploy"):
+            wait_routable(base, timeout_s=10, replicas=2, spread_s=0.3)
+        assert "1 of 2 replicas reached through" in caplog.text
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_reap_orphans_stops_the_haproxy_of_a_dead_owner_and_keeps_a_live_ones(tmp_path) -> None:
