@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 
 PRIMARY = {"binary": "auc", "multiclass": "logloss", "regression": "rmse"}
+DESCRIPTIVE = frozenset({"positive_rate"})
+"""Metrics that describe the split, not the model: neither better nor worse when they change."""
 HIGHER_IS_BETTER = {
     "auc": True,
     "pr_auc": True,

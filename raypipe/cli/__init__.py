@@ -2,6 +2,7 @@
 code; ``--debug`` shows the traceback.
 
     run.py      run, tune, plan
+    ci.py       ci (the pipeline as a CI gate)
     models.py   promote, rollback, audit, reproduce
     monitor.py  monitor
     serve.py    serve, predict
@@ -14,7 +15,7 @@ from __future__ import annotations
 import signal
 import sys
 
-from raypipe.cli import data, models, monitor, run, serve, submit  # noqa: F401 - importing registers the commands
+from raypipe.cli import ci, data, models, monitor, run, serve, submit  # noqa: F401 - importing registers the commands
 from raypipe.cli._common import app, err, interrupt_exit, on_sigterm
 
 __all__ = ["app", "main"]

@@ -41,6 +41,10 @@ def submit(
     timeout: Annotated[
         float | None, typer.Option(help="Stop following after this many seconds (the job keeps running).")
     ] = None,
+    ci: Annotated[
+        bool,
+        typer.Option("--ci", help="Run `raypipe ci` (no serving; exit 1 when the gate keeps the champion)."),
+    ] = False,
 ) -> None:
     """Run CONFIG on a Ray cluster as a Ray Job; stream its logs and exit with its status.
 
@@ -77,6 +81,7 @@ def submit(
             wait=wait,
             timeout_s=timeout,
             echo=echo,
+            command="ci" if ci else "run",
         )
     except Exception as e:  # noqa: BLE001 - one line for everything
         fail(e)

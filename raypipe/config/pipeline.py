@@ -25,6 +25,9 @@ class RegisterConfig(_Strict):
     """Default: the config file's stem (e.g. ``flights``)."""
     experiment: str = "raypipe"
     alias: str = "champion"
+    promote: bool = True
+    """Move the alias when the gate passes. ``false`` (``raypipe ci --dry-run``): judge only, and
+    tag the version ``raypipe.candidate`` with the verdict."""
     max_regression: float = Field(0.001, ge=0)
     """The new version takes the alias unless it is worse than the champion by more. Both are
     scored on this run's test split."""

@@ -45,6 +45,8 @@ class RunResult:
     champion: bool | None = None
     """Whether this version took the alias (``register.alias``)."""
     gate_reason: str | None = None
+    gate: dict[str, Any] | None = None
+    """The gate's decision in full: its verdict and both versions' metrics (``GateDecision``)."""
     endpoint: str | None = None
     example: dict[str, Any] | None = None
     prediction: dict[str, Any] | None = None
@@ -100,6 +102,7 @@ class RunResult:
         if reg is not None:
             out.model_name, out.model_version = reg.model_name, reg.model_version
             out.champion, out.gate_reason, out.artifact_hashes = reg.champion, reg.gate_reason, reg.hashes
+            out.gate = reg.gate or None
         if rep is not None:
             out.report_path = str(rep.folder / "report.html")
         if served is not None:

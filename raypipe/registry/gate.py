@@ -28,7 +28,9 @@ class GateDecision:
     champion_version: str | None = None
     champion_score: float | None = None
     champion_scored_on: str | None = None
-    """``this test split`` or ``recorded`` (its own run's test split, when rescoring was impossible)."""
+    """``this test split`` or ``its own test split`` (recorded with it, when rescoring was impossible)."""
+    champion_metrics: dict[str, float] | None = None
+    """Every metric of the champion, on the split named by ``champion_scored_on``."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -43,6 +45,7 @@ def decide(
     champion_version: str | None = None,
     champion_score: float | None = None,
     champion_scored_on: str | None = None,
+    champion_metrics: dict[str, float] | None = None,
     alias: str = "champion",
 ) -> GateDecision:
     """Apply the floors, then ``score >= champion - max_regression`` (direction-aware)."""
@@ -53,6 +56,7 @@ def decide(
         champion_version=champion_version,
         champion_score=champion_score,
         champion_scored_on=champion_scored_on,
+        champion_metrics=champion_metrics,
     )
     for name, bound in floors.items():
         value = metrics.get(name)
@@ -81,8 +85,9 @@ def decide(
     )
 
 
-def rescore(bundle, raw_test_batches, metric: str) -> float | None:
-    """The champion bundle's ``metric`` on this run's raw test rows; ``None`` if it cannot score them.
+def rescore(bundle, raw_test_batches, metric: str) -> dict[str, float] | None:
+    """The champion bundle's metrics (``metric`` primary) on this run's raw test rows; ``None`` if it
+    cannot score them.
 
     ``raw_test_batches()`` yields the test split's raw Arrow batches, label included.
     """
@@ -100,4 +105,4 @@ def rescore(bundle, raw_test_batches, metric: str) -> float | None:
     if scored is None:
         return None
     y, p, _ = scored
-    return evaluate(bundle.contract.label.task, y, p, metric).metrics.get(metric)
+    return evaluate(bundle.contract.label.task, y, p, metric).metrics

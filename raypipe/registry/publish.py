@@ -32,6 +32,9 @@ class Published:
     hashes: dict[str, str] = field(default_factory=dict)
     """sha256 per bundle file, as pinned on the version."""
     tracking_uri: str | None = None
+    gate: dict[str, Any] = field(default_factory=dict)
+    """The gate's decision in full (``GateDecision.to_dict()``): the verdict (``promote``, which
+    ``register.promote: false`` leaves unapplied) and both versions' metrics."""
 
 
 def register_version(
@@ -81,33 +84,33 @@ def register_version(
     if holder is not None and str(holder.version) == version:  # a retried registration of the champion
         reason = f"v{version} already holds {alias} (registered before under the same run key)"
         return Published(run_id, name, version, True, reason, hashes, uri)
-    champ_score, scored_on = None, None
+    champ, scored_on = None, None
     if holder is not None:
-        champ_score, scored_on = _champion_score(uri, name, holder, report.primary, raw_test_batches)
+        champ, scored_on = _champion_metrics(uri, name, holder, report.primary, raw_test_batches)
     decision = decide(
         report.metrics,
         report.primary,
         floors=cfg.register.floors,
         max_regression=cfg.register.max_regression,
         champion_version=str(holder.version) if holder is not None else None,
-        champion_score=champ_score,
+        champion_score=(champ or {}).get(report.primary),
         champion_scored_on=scored_on,
+        champion_metrics=champ,
         alias=alias,
     )
-    versions.tag_version(
-        uri,
-        name,
-        version,
-        {**{f"test_{k}": v for k, v in report.metrics.items()}, "raypipe.gate": decision.reason},
-    )
+    tags = {f"test_{k}": v for k, v in report.metrics.items()} | {"raypipe.gate": decision.reason}
+    if not cfg.register.promote:  # judged only (`raypipe ci --dry-run`): a candidate, whatever the verdict
+        tags["raypipe.candidate"] = "passed" if decision.promote else "failed"
+    versions.tag_version(uri, name, version, tags)
     common = {"model": name, "version": version, "run_id": run_id, "config_hash": config_hash}
     audit.record(work, "register", data_fingerprint=fingerprint, metrics=report.metrics, **common)
     audit.record(work, "gate", promote=decision.promote, reason=decision.reason, **common)
-    if decision.promote:
+    moved = decision.promote and cfg.register.promote
+    if moved:
         prev = versions.move_alias(uri, name, alias, version)
         audit.record(work, "alias_move", alias=alias, previous=prev, reason="gate passed", **common)
     tracker.log_text(_json(decision.to_dict()), "gate.json")
-    return Published(run_id, name, version, decision.promote, decision.reason, hashes, uri)
+    return Published(run_id, name, version, moved, decision.reason, hashes, uri, decision.to_dict())
 
 
 def _json(d: dict[str, Any]) -> str:
@@ -116,17 +119,25 @@ def _json(d: dict[str, Any]) -> str:
     return json.dumps(d, indent=2)
 
 
-def _champion_score(uri: str, name: str, holder, metric: str, raw_test_batches) -> tuple[float | None, str | None]:
-    """Rescore the champion on this test split; fall back to the score recorded with it."""
+def _champion_metrics(
+    uri: str, name: str, holder, metric: str, raw_test_batches
+) -> tuple[dict[str, float] | None, str | None]:
+    """Rescore the champion on this test split; fall back to the metrics recorded with it."""
     try:
         champion = load_model(f"models:/{name}/{holder.version}", uri)
-        score = rescore(champion.bundle, raw_test_batches, metric)
-        if score is not None:
-            return score, "this test split"
+        scored = rescore(champion.bundle, raw_test_batches, metric)
+        if scored is not None and scored.get(metric) is not None:
+            return scored, "this test split"
     except Exception as e:  # noqa: BLE001 - an unloadable champion must not block a new version
         log.warning("could not rescore v%s: %s", holder.version, e)
-    recorded = holder.tags.get(f"test_{metric}")
-    return (float(recorded), "its own test split") if recorded is not None else (None, None)
+    recorded = {}
+    for k, v in holder.tags.items():
+        if k.startswith("test_"):
+            try:
+                recorded[k.removeprefix("test_")] = float(v)
+            except ValueError:
+                continue
+    return (recorded, "its own test split") if metric in recorded else (None, None)
 
 
 def promote(tracking_uri: str, work: Path, model_name: str, version: str, alias: str = "champion") -> str | None:

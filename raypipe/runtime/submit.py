@@ -91,22 +91,24 @@ def entrypoint(
     no_serve: bool = False,
     debug: bool = False,
     python: str = "python",
+    command: str = "run",
 ) -> str:
     """The shell command the job runs on the cluster, quoted.
 
     ``python -m raypipe`` rather than the ``raypipe`` script: the package comes
     from the uploaded working dir, so the job works whether or not raypipe is
-    installed on the nodes (only its dependencies must be).
+    installed on the nodes (only its dependencies must be). ``command`` is ``run``
+    or ``ci`` (which never serves, and exits 1 when the gate keeps the champion).
     """
     cmd = [python, "-m", "raypipe"]
     if debug:
         cmd.append("--debug")
-    cmd += ["run", config]
+    cmd += [command, config]
     for item in overrides:
         cmd += ["--set", item]
     if tracking_uri:
         cmd += ["--tracking-uri", tracking_uri]
-    if no_serve:
+    if no_serve and command == "run":
         cmd.append("--no-serve")
     return shlex.join(cmd)
 
@@ -190,8 +192,10 @@ def submit(
     wait: bool = True,
     timeout_s: float | None = None,
     echo: Callable[[str], None] = print,
+    command: str = "run",
 ) -> SubmitResult:
-    """Submit ``raypipe run CONFIG`` as a Ray Job, stream its logs, return its final status.
+    """Submit ``raypipe run CONFIG`` (or ``raypipe ci CONFIG``) as a Ray Job, stream its logs,
+    return its final status.
 
     Args:
         config: pipeline YAML, relative to ``working_dir`` (it travels with it).
@@ -235,7 +239,7 @@ def submit(
     upload = check_working_dir(wd, env.get("excludes", []))
     if upload.files == 0:
         raise ConfigError(f"every file under {wd} is excluded; check 'excludes' in the runtime_env template")
-    cmd = entrypoint(rel_config, overrides, tracking_uri=tracking_uri, no_serve=no_serve, debug=debug)
+    cmd = entrypoint(rel_config, overrides, tracking_uri=tracking_uri, no_serve=no_serve, debug=debug, command=command)
     c = client(address)
     echo(f"uploading {wd} ({mib(upload.upload_bytes)}, {upload.files} files) and submitting: {cmd}\n")
     try:

@@ -213,3 +213,45 @@ def test_serve_then_reload_from_another_process(project) -> None:
         os.killpg(proc.pid, signal.SIGINT)
         assert proc.wait(timeout=60) == 0
         ok(cli("rollback", MODEL, cwd=root))
+
+
+def test_ci_exits_0_when_the_gate_passes_1_when_the_champion_stays_and_2_on_bad_input(project) -> None:
+    """`raypipe ci` as a workflow calls it: exit codes, the verdict file and its Markdown, no alias
+    moved by --dry-run (a model of its own; the project's cached stages up to evaluate are reused)."""
+    from mlflow import MlflowClient
+
+    root, gcs = project["root"], project["gcs"]
+    own = ("--set", "register.model_name=pipe-ci", "--address", gcs)
+    first = cli("ci", "pipe.yaml", *own, "--verdict", "ci/first.json", cwd=root)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    v1 = json.loads((root / "ci" / "first.json").read_text())
+    assert (v1["decision"], v1["passed"], v1["promoted"], v1["version"]) == ("passed", True, True, "1")
+    assert v1["champion"]["version"] is None and "no champion yet" in v1["reason"]
+    assert "passed the gate (took the alias)" in (root / "ci" / "first.md").read_text()
+
+    # A much weaker model, judged only: exit 1, the reason on stderr and in the verdict, v1 keeps the alias.
+    worse = cli(
+        "ci", "pipe.yaml", *own, "--dry-run", "--set", "train.num_boost_round=1", "--set",
+        "register.max_regression=0", "--verdict", "ci/worse.json", cwd=root,
+    )  # fmt: skip
+    assert worse.returncode == 1, worse.stdout[-3000:] + worse.stderr[-3000:]
+    v2 = json.loads((root / "ci" / "worse.json").read_text())
+    assert (v2["decision"], v2["passed"], v2["promoted"], v2["dry_run"]) == ("kept champion", False, False, True)
+    assert v2["champion"]["version"] == "1" and v2["champion"]["scored_on"] == "this test split"
+    assert v2["champion"]["metrics"]["auc"] > v2["metrics"]["auc"]
+    assert "champion stays on v1" in v2["reason"] and f"gate: {v2['reason']}" in worse.stderr.replace("\n", "")
+    md = (root / "ci" / "worse.md").read_text()
+    assert "the champion stays" in md and "| **auc** (gate) |" in md and "▼" in md
+
+    # The same model as the champion, judged only: it passes, and still no alias moves.
+    same = cli("ci", "pipe.yaml", *own, "--dry-run", "--verdict", "ci/same.json", cwd=root)
+    assert same.returncode == 0, same.stdout[-3000:] + same.stderr[-3000:]
+    v3 = json.loads((root / "ci" / "same.json").read_text())
+    assert (v3["passed"], v3["promoted"]) == (True, False) and "would take the alias" in same.stdout
+    client = MlflowClient(tracking_uri=f"sqlite:///{root / '.raypipe' / 'mlflow.db'}")
+    assert str(client.get_model_version_by_alias("pipe-ci", "champion").version) == "1"
+    tags = {v: client.get_model_version("pipe-ci", v).tags.get("raypipe.candidate") for v in ("1", "2", "3")}
+    assert tags == {"1": None, "2": "failed", "3": "passed"}
+
+    failed(cli("ci", "pipe.yaml", "--set", "train.nope=1", cwd=root), 2, "unknown key 'train.nope'")
+    failed(cli("ci", "missing.yaml", cwd=root), 2, "missing.yaml")

@@ -235,6 +235,14 @@ def test_entrypoint_quotes_overrides_and_uses_the_uploaded_package() -> None:
     ]
 
 
+def test_entrypoint_runs_ci_when_asked_and_ci_never_takes_no_serve() -> None:
+    cmd = entrypoint("jobs/flights.yaml", ["train.num_boost_round=5"], no_serve=True, command="ci")
+    assert shlex.split(cmd) == [
+        *("python", "-m", "raypipe", "ci", "jobs/flights.yaml"),
+        *("--set", "train.num_boost_round=5"),
+    ]
+
+
 def test_address_precedence(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("RAY_API_SERVER_ADDRESS", raising=False)
     monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")  # a GCS address is not the Jobs API
