@@ -86,4 +86,12 @@ class ServeConfig(_Strict):
                 f"max_batch_size ({self.max_batch_size}) cannot exceed max_ongoing_requests "
                 f"({self.max_ongoing_requests}): a batch could never fill"
             )
+        if self.autoscaling is not None and self.autoscaling.min_replicas == 0 and self.request_timeout_s < 30:
+            # Measured: the flights model's first request after idle took 11.5-11.9 s on 2 cores;
+            # with the default 10 s, HAProxy ended it (504, answered as 500) every time.
+            raise ValueError(
+                f"autoscaling.min_replicas 0 needs request_timeout_s >= 30 (it is {self.request_timeout_s:g}): "
+                "the first request after idle waits for a replica to start, which takes longer than "
+                "that, and would fail with a 500"
+            )
         return self

@@ -255,3 +255,55 @@ def test_ci_exits_0_when_the_gate_passes_1_when_the_champion_stays_and_2_on_bad_
 
     failed(cli("ci", "pipe.yaml", "--set", "train.nope=1", cwd=root), 2, "unknown key 'train.nope'")
     failed(cli("ci", "missing.yaml", cwd=root), 2, "missing.yaml")
+
+
+def _replica_processes(app: str) -> int:
+    import psutil
+
+    mark = f"ServeReplica:{app}:"
+    return sum(1 for p in psutil.process_iter(["cmdline"]) if any(mark in a for a in p.info["cmdline"] or ()))
+
+
+def test_serve_scales_to_zero_and_answers_the_first_request_after_idle(project) -> None:
+    """``serve.autoscaling.min_replicas: 0``: idle, no replica process is left; the next request waits
+    for a cold start and gets a 200. A timeout shorter than a cold start is refused up front."""
+    root = project["root"]
+    config = yaml.safe_load((root / "pipe.yaml").read_text())
+    serve = {"app_name": "zero", "autoscaling": {"min_replicas": 0, "max_replicas": 1, "downscale_delay_s": 1}}
+    (root / "zero-bad.yaml").write_text(yaml.safe_dump({**config, "serve": serve}))
+    failed(cli("serve", "zero-bad.yaml", cwd=root), 2, "min_replicas 0 needs request_timeout_s >= 30")
+    (root / "zero.yaml").write_text(yaml.safe_dump({**config, "serve": {**serve, "request_timeout_s": 60}}))
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "raypipe", "serve", "zero.yaml", "--port", str(port)],
+        cwd=root,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("Serving"):
+                break
+        assert lines and lines[-1].startswith("Serving"), lines
+        t0 = time.monotonic()
+        while (left := _replica_processes("zero")) and time.monotonic() - t0 < 90:
+            time.sleep(0.5)
+        idle_s = time.monotonic() - t0
+        assert left == 0, f"{left} replica process(es) left {idle_s:.0f} s after the last request"
+        body = json.dumps(project["run"]["example"]).encode()
+        t1 = time.monotonic()
+        cold = request(f"http://127.0.0.1:{port}/predict", body, timeout_s=90)
+        cold_s = time.monotonic() - t1
+        assert cold[0] == 200 and cold[1]["model_version"] == "1", cold
+        t2 = time.monotonic()
+        assert request(f"http://127.0.0.1:{port}/predict", body)[0] == 200
+        print(f"scale to zero: 0 replicas {idle_s:.1f} s after deploy; cold start {cold_s:.2f} s; "
+              f"then {1000 * (time.monotonic() - t2):.0f} ms")  # fmt: skip
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(timeout=60) == 0

@@ -136,6 +136,15 @@ def test_serve_config_checks() -> None:
         load_config(raw={"data": {"path": "d", "label": "y"}, "serve": {"unknown_fields": "allow"}})
 
 
+def test_scale_to_zero_needs_a_timeout_longer_than_a_cold_start() -> None:
+    from raypipe.config import ServeAutoscalingConfig
+
+    with pytest.raises(ValueError, match=r"min_replicas 0 needs request_timeout_s >= 30 \(it is 10\)"):
+        ServeConfig(autoscaling=ServeAutoscalingConfig(min_replicas=0))
+    assert ServeConfig(autoscaling=ServeAutoscalingConfig(min_replicas=0), request_timeout_s=60).request_timeout_s == 60
+    assert ServeConfig(autoscaling=ServeAutoscalingConfig(min_replicas=1)).request_timeout_s == 10
+
+
 def test_deploy_config_carries_autoscaling_queue_bound_and_policies(tmp_path: Path) -> None:
     cfg = load_config(
         raw={
