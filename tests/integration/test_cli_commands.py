@@ -15,6 +15,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -51,6 +53,32 @@ def failed(proc: subprocess.CompletedProcess, code: int, *words: str) -> str:
     line = next(ln for ln in proc.stderr.splitlines() if ln.startswith("error:"))
     assert all(w in line for w in words), line
     return line
+
+
+@contextmanager
+def serving(root: Path, *args: str) -> Iterator[list[str]]:
+    """``raypipe serve ARGS`` in its own process group (and its own Ray): yields its output up to
+    the "Serving" line (printed once the app answers), then Ctrl-C, which must exit 0."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "raypipe", "serve", *args],
+        cwd=root,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("Serving"):
+                break
+        assert lines and lines[-1].startswith("Serving"), "".join(lines)[-3000:]
+        yield lines
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(timeout=60) == 0
 
 
 @pytest.fixture(scope="module")
@@ -181,37 +209,22 @@ def test_serve_then_reload_from_another_process(project) -> None:
     failed(cli("serve", f"models:/{MODEL}@nope", cwd=root), 6, f"models:/{MODEL}@nope")
     failed(cli("serve", "pipe.yaml", "--reload", "--address", project["gcs"], cwd=root), 6, "no Serve app 'cli-test'")
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "raypipe", "serve", "pipe.yaml", "--port", str(port)],
-        cwd=root,
-        env=_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
     try:
-        lines = []
-        for line in proc.stdout:
-            lines.append(line)
-            if line.startswith("Serving"):
-                break
-        reload_cmd = next(ln for ln in lines if "--reload --address" in ln).split(": ", 1)[1].split()
-        assert reload_cmd[:4] == ["raypipe", "serve", "pipe.yaml", "--reload"], lines
-        url = f"http://127.0.0.1:{port}/predict"
-        record = project["run"]["example"]
-        status, body = request(url, json.dumps(record).encode())
-        assert status == 200 and body["model_version"] == "1"
-        ok(cli("promote", MODEL, "2", cwd=root))
-        out = ok(cli(*reload_cmd[1:], cwd=root))
-        assert f"now serves models:/{MODEL}/2 (was models:/{MODEL}/1)" in out
-        deadline = time.monotonic() + 60
-        while request(url, json.dumps(record).encode())[1].get("model_version") != "2":
-            assert time.monotonic() < deadline, "the app never answered with v2"
-            time.sleep(0.2)
+        with serving(root, "pipe.yaml", "--port", str(port)) as lines:
+            reload_cmd = next(ln for ln in lines if "--reload --address" in ln).split(": ", 1)[1].split()
+            assert reload_cmd[:4] == ["raypipe", "serve", "pipe.yaml", "--reload"], lines
+            url = f"http://127.0.0.1:{port}/predict"
+            record = project["run"]["example"]
+            status, body = request(url, json.dumps(record).encode())
+            assert status == 200 and body["model_version"] == "1"
+            ok(cli("promote", MODEL, "2", cwd=root))
+            out = ok(cli(*reload_cmd[1:], cwd=root))
+            assert f"now serves models:/{MODEL}/2 (was models:/{MODEL}/1)" in out
+            deadline = time.monotonic() + 60
+            while request(url, json.dumps(record).encode())[1].get("model_version") != "2":
+                assert time.monotonic() < deadline, "the app never answered with v2"
+                time.sleep(0.2)
     finally:
-        os.killpg(proc.pid, signal.SIGINT)
-        assert proc.wait(timeout=60) == 0
         ok(cli("rollback", MODEL, cwd=root))
 
 
@@ -274,22 +287,7 @@ def test_serve_scales_to_zero_and_answers_the_first_request_after_idle(project) 
     failed(cli("serve", "zero-bad.yaml", cwd=root), 2, "min_replicas 0 needs request_timeout_s >= 30")
     (root / "zero.yaml").write_text(yaml.safe_dump({**config, "serve": {**serve, "request_timeout_s": 60}}))
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "raypipe", "serve", "zero.yaml", "--port", str(port)],
-        cwd=root,
-        env=_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        lines = []
-        for line in proc.stdout:
-            lines.append(line)
-            if line.startswith("Serving"):
-                break
-        assert lines and lines[-1].startswith("Serving"), lines
+    with serving(root, "zero.yaml", "--port", str(port)):
         t0 = time.monotonic()
         while (left := _replica_processes("zero")) and time.monotonic() - t0 < 90:
             time.sleep(0.5)
@@ -304,6 +302,3 @@ def test_serve_scales_to_zero_and_answers_the_first_request_after_idle(project) 
         assert request(f"http://127.0.0.1:{port}/predict", body)[0] == 200
         print(f"scale to zero: 0 replicas {idle_s:.1f} s after deploy; cold start {cold_s:.2f} s; "
               f"then {1000 * (time.monotonic() - t2):.0f} ms")  # fmt: skip
-    finally:
-        os.killpg(proc.pid, signal.SIGINT)
-        assert proc.wait(timeout=60) == 0
