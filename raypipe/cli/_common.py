@@ -1,10 +1,12 @@
 """What every command shares: the Typer app, the consoles, one-line errors, progress lines,
-stopping a Ray this process started, and the options that name the work folder and store."""
+stopping a Ray this process started, the options that name the work folder and store, and
+running the pipeline as a command (``run``, ``tune``, ``ci``)."""
 
 from __future__ import annotations
 
 import logging
 import os
+import shlex
 import signal
 import threading
 import warnings
@@ -15,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from raypipe.errors import RaypipeError
+from raypipe.errors import ConfigError, DataError, RaypipeError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Partitioned Parquet to a served model, on Ray.")
 out = Console()
@@ -107,3 +109,46 @@ def on_sigterm(signum, frame) -> None:
 
 def interrupt_exit() -> tuple[str, int]:
     return ("terminated", 143) if state["terminated"] else ("interrupted", 130)
+
+
+def run_pipeline_command(
+    command, config, overrides, address, tracking_uri, work_dir, serve_model, no_cache, from_stage, wait_lock
+):
+    """Load the config and run the pipeline (``run``, ``tune``, ``ci``); every failure ends as one
+    line and its exit code."""
+    from raypipe.config import load_config
+
+    try:
+        cfg = load_config(config, overrides)
+        from raypipe.pipeline.run import run_pipeline
+
+        out.print(f"[bold]raypipe {command}[/] {config} ({cfg.name})", highlight=False)
+        return run_pipeline(
+            cfg,
+            config_text=config.read_text(),
+            address=address,
+            tracking_uri=tracking_uri,
+            work_dir=str(work_dir) if work_dir else None,
+            serve_model=serve_model,
+            report=print_stage,
+            verbose=state["debug"],
+            use_cache=not no_cache,
+            rerun_from=from_stage,
+            wait_lock=wait_lock,
+        )
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (on_sigterm); Typer would exit silently
+        shutdown_local()
+        finished = getattr(e, "raypipe_finished_stages", [])
+        what, code = interrupt_exit()
+        done = f"{', '.join(finished)} finished and cached" if finished else "no stage finished"
+        err.print(f"{what}: {done}; resume with: raypipe {command} {shlex.quote(str(config))}")
+        raise typer.Exit(code) from None
+    except Exception as e:  # noqa: BLE001 - one line for everything
+        shutdown_local()
+        # Input errors need a fix first; after any other failure the same command resumes.
+        finished = getattr(e, "raypipe_finished_stages", [])
+        if finished and not isinstance(e, (ConfigError, DataError)):
+            err.print(
+                f"[dim]{', '.join(finished)} cached; resume with: raypipe {command} {shlex.quote(str(config))}[/]"
+            )
+        fail(e)

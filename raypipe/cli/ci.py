@@ -10,8 +10,18 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from raypipe.cli._common import AddressOption, SetOption, TrackingOption, WorkDirOption, app, err, out, shutdown_local
-from raypipe.cli.run import ConfigArg, NoCacheOption, WaitLockOption, _run_pipeline
+from raypipe.cli._common import (
+    AddressOption,
+    SetOption,
+    TrackingOption,
+    WorkDirOption,
+    app,
+    err,
+    out,
+    run_pipeline_command,
+    shutdown_local,
+)
+from raypipe.cli.run import ConfigArg, NoCacheOption, WaitLockOption
 
 GATE_KEPT_CHAMPION = 1
 
@@ -45,7 +55,7 @@ def ci(
 
     overrides = [*(set_ or []), "register.enabled=true", *(["register.promote=false"] if dry_run else [])]
     try:
-        result = _run_pipeline(
+        result = run_pipeline_command(
             "ci", config, overrides, address, tracking_uri, work_dir, False, no_cache, None, wait_lock
         )
     except typer.Exit as e:

@@ -17,16 +17,12 @@ from raypipe.cli._common import (
     TrackingOption,
     WorkDirOption,
     app,
-    err,
     fail,
-    interrupt_exit,
     out,
-    print_stage,
+    run_pipeline_command,
     serve_until_stopped,
     shutdown_local,
-    state,
 )
-from raypipe.errors import ConfigError, DataError
 
 ConfigArg = Annotated[Path, typer.Argument(help="Pipeline YAML, e.g. jobs/flights.yaml")]
 SummaryOption = Annotated[Path | None, typer.Option(help="Also write the result as JSON here.")]
@@ -63,7 +59,7 @@ def run(
     """
     overrides = [*(set_ or []), *([f"train.preset={preset}"] if preset else [])]
     serve_model = False if no_serve else None
-    result = _run_pipeline(
+    result = run_pipeline_command(
         "run", config, overrides, address, tracking_uri, work_dir, serve_model, no_cache, from_stage, wait_lock
     )
     _print_result(result, keep_serving=serve)
@@ -87,7 +83,7 @@ def tune(
 
     Running the same config again resumes an interrupted search (finished trials are kept).
     """
-    result = _run_pipeline(
+    result = run_pipeline_command(
         "tune",
         config,
         [*(set_ or []), "tune.enabled=true"],
@@ -151,48 +147,6 @@ def plan(
         style = {"cached": "cyan", "will run": "yellow"}.get(s.status, "dim")
         why = "; ".join(s.reasons)
         out.print(f"  [bold]{s.stage:<10}[/] [{style}]{s.status:<8}[/]  {escape(why)}", highlight=False, soft_wrap=True)
-
-
-def _run_pipeline(
-    command, config, overrides, address, tracking_uri, work_dir, serve_model, no_cache, from_stage, wait_lock
-):
-    """Load the config and run the pipeline; every failure ends as one line and its exit code."""
-    from raypipe.config import load_config
-
-    try:
-        cfg = load_config(config, overrides)
-        from raypipe.pipeline.run import run_pipeline
-
-        out.print(f"[bold]raypipe {command}[/] {config} ({cfg.name})", highlight=False)
-        return run_pipeline(
-            cfg,
-            config_text=config.read_text(),
-            address=address,
-            tracking_uri=tracking_uri,
-            work_dir=str(work_dir) if work_dir else None,
-            serve_model=serve_model,
-            report=print_stage,
-            verbose=state["debug"],
-            use_cache=not no_cache,
-            rerun_from=from_stage,
-            wait_lock=wait_lock,
-        )
-    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (on_sigterm); Typer would exit silently
-        shutdown_local()
-        finished = getattr(e, "raypipe_finished_stages", [])
-        what, code = interrupt_exit()
-        done = f"{', '.join(finished)} finished and cached" if finished else "no stage finished"
-        err.print(f"{what}: {done}; resume with: raypipe {command} {shlex.quote(str(config))}")
-        raise typer.Exit(code) from None
-    except Exception as e:  # noqa: BLE001 - one line for everything
-        shutdown_local()
-        # Input errors need a fix first; after any other failure the same command resumes.
-        finished = getattr(e, "raypipe_finished_stages", [])
-        if finished and not isinstance(e, (ConfigError, DataError)):
-            err.print(
-                f"[dim]{', '.join(finished)} cached; resume with: raypipe {command} {shlex.quote(str(config))}[/]"
-            )
-        fail(e)
 
 
 def _write_json(path: Path | None, result) -> None:
